@@ -1,0 +1,61 @@
+"""Finding checkpoint files: a local folder, or a Hugging Face hub id (downloaded or cached)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+
+class CheckpointNotFoundError(OSError):
+    """Raised with one line that says what was looked for and what to do instead."""
+
+
+def is_local(name_or_path: str | os.PathLike) -> bool:
+    return os.path.isdir(name_or_path) or os.path.isfile(name_or_path)
+
+
+def resolve_file(
+    name_or_path: str | os.PathLike, filename: str, optional: bool = False, **hub_kwargs: Any
+) -> Optional[str]:
+    """Path of ``filename`` in a local folder or in the hub repository ``name_or_path``.
+
+    Hub files come from the local cache when present (``HF_HUB_OFFLINE=1`` forces that);
+    otherwise they are downloaded. Missing with ``optional=True`` returns None.
+    """
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        path = os.path.join(name, filename)
+        if os.path.isfile(path):
+            return path
+        if optional:
+            return None
+        raise CheckpointNotFoundError(f"{name}: no {filename} in this folder")
+    if os.path.exists(name):
+        raise CheckpointNotFoundError(f"{name}: expected a checkpoint folder or a .pkl file")
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency
+        raise CheckpointNotFoundError(f"{name}: huggingface_hub is needed to load hub ids ({e})") from e
+    try:
+        return hf_hub_download(repo_id=name, filename=filename, **hub_kwargs)
+    except EntryNotFoundError:
+        if optional:
+            return None
+        raise CheckpointNotFoundError(f"{name}: the hub repository has no {filename}") from None
+    except RepositoryNotFoundError:
+        raise CheckpointNotFoundError(
+            f"{name}: no such local path, and no such model on the hub (or it is private)"
+        ) from None
+    except LocalEntryNotFoundError:
+        if optional:
+            # Optional files are not worth failing over when offline, once the required ones resolved.
+            return None
+        raise CheckpointNotFoundError(
+            f"{name}: not a local folder and not in the hub cache, and the hub cannot be reached "
+            f"(offline?). Download it where there is network (`hf download {name}`) and copy the "
+            f"cache, or pass the path of a folder holding config.json and model.safetensors."
+        ) from None
+    except Exception as e:  # network errors of every kind
+        if optional:
+            return None
+        raise CheckpointNotFoundError(f"{name}: could not fetch {filename} from the hub: {e}") from None
