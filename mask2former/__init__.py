@@ -1,0 +1,14 @@
+"""Mask2Former (Cheng et al., CVPR 2022) in plain PyTorch: exact, fast, small."""
+from .config import Mask2FormerConfig, ResNetConfig, SwinConfig
+from .model import Mask2FormerForUniversalSegmentation, Mask2FormerOutput, build_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Mask2FormerConfig",
+    "SwinConfig",
+    "ResNetConfig",
+    "Mask2FormerForUniversalSegmentation",
+    "Mask2FormerOutput",
+    "build_model",
+]

@@ -1,0 +1,45 @@
+"""Loading checkpoints in both real formats: Hugging Face folders / hub ids, and the
+original detectron2 model-zoo ``.pkl`` files."""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from .hf import CheckpointMismatchError, hf_state_to_ours, load_into, read_hf_state_dict
+from .hub import CheckpointNotFoundError
+
+if TYPE_CHECKING:
+    from ..model import Mask2FormerForUniversalSegmentation
+
+HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
+
+
+def is_detectron2_checkpoint(path: str | os.PathLike) -> bool:
+    return os.path.isfile(path) and os.fspath(path).endswith((".pkl", ".pth"))
+
+
+def load_model(name_or_path: str | os.PathLike, strict: bool = True, **kwargs: Any
+               ) -> "Mask2FormerForUniversalSegmentation":
+    """Build the network a checkpoint describes and load its weights (eval mode)."""
+    from ..config import Mask2FormerConfig
+    from ..model import Mask2FormerForUniversalSegmentation
+
+    source = os.fspath(name_or_path)
+    if is_detectron2_checkpoint(source):
+        from .detectron2 import read_detectron2_checkpoint
+
+        config, state = read_detectron2_checkpoint(source, **kwargs)
+    else:
+        hub_kwargs = {k: v for k, v in kwargs.items() if k in HUB_KWARGS}
+        config = Mask2FormerConfig.from_pretrained(source, **hub_kwargs)
+        state = hf_state_to_ours(read_hf_state_dict(source, **hub_kwargs), source)
+        if "id2label" in kwargs:
+            config.id2label = dict(kwargs["id2label"])
+    model = Mask2FormerForUniversalSegmentation(config)
+    load_into(model, state, source, strict=strict)
+    model.eval()
+    model.source = source
+    return model
+
+
+__all__ = ["load_model", "CheckpointMismatchError", "CheckpointNotFoundError", "read_hf_state_dict"]

@@ -1,0 +1,222 @@
+"""Swin Transformer backbone (Liu et al., ICCV 2021) as the original Mask2Former builds it
+(``D2SwinTransformer``): shifted windows, feature maps padded up to the window size, a
+LayerNorm on every output stage. Parameter names follow the original so its checkpoints
+load without renaming.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import SwinConfig
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per sample while training."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def relative_position_index(window: int) -> Tensor:
+    """(window², window²) index into the (2w-1)² bias table for each query/key pair."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+class WindowAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, window: int, qkv_bias: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        # Recomputed from the window size, so never read from or written to checkpoints.
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """x: (B*nW, N, C) windows of N tokens; mask: (nW, N, N) additive or None."""
+        bw, n, c = x.shape
+        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B*nW, heads, N, d)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1)  # (heads, N, N)
+        if mask is not None:
+            nw = mask.shape[0]
+            bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).unsqueeze(0)  # (1, nW, heads, N, N)
+            bias = bias.expand(bw // nw, -1, -1, -1, -1).reshape(bw, self.num_heads, n, n)
+        # The original scales q before q·kᵀ; passing the scale keeps that order of operations.
+        out = F.scaled_dot_product_attention(q * self.scale, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+def window_partition(x: Tensor, w: int) -> Tensor:
+    """(B, H, W, C) -> (B*nW, w*w, C)."""
+    b, h, wd, c = x.shape
+    x = x.view(b, h // w, w, wd // w, w, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, w * w, c)
+
+
+def window_reverse(windows: Tensor, w: int, h: int, wd: int) -> Tensor:
+    """(B*nW, w*w, C) -> (B, H, W, C)."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // w, wd // w, w, w, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, wd, c)
+
+
+class SwinBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, window: int, shift: int, mlp_ratio: float, qkv_bias: bool,
+                 drop_path: float, eps: float):
+        super().__init__()
+        self.window, self.shift = window, shift
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = WindowAttention(dim, heads, window, qkv_bias)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, h: int, w: int, shift_mask: Tensor) -> Tensor:
+        """x: (B, H*W, C); shift_mask: (nW, w*w, w*w) for the padded map."""
+        b, _, c = x.shape
+        ws = self.window
+        y = self.norm1(x).view(b, h, w, c)
+        pad_b, pad_r = (-h) % ws, (-w) % ws
+        # Padding happens after the norm, with zeros, exactly as the original does.
+        if pad_b or pad_r:
+            y = F.pad(y, (0, 0, 0, pad_r, 0, pad_b))
+        hp, wp = h + pad_b, w + pad_r
+        if self.shift:
+            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        y = self.attn(window_partition(y, ws), shift_mask if self.shift else None)
+        y = window_reverse(y, ws, hp, wp)
+        if self.shift:
+            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
+        y = y[:, :h, :w].reshape(b, h * w, c)
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def shifted_window_mask(hp: int, wp: int, ws: int, shift: int, device: torch.device) -> Tensor:
+    """(nW, ws², ws²) additive mask: -100 between tokens that came from different regions
+    of the cyclically shifted map (the original's value, not -inf)."""
+    region = torch.zeros(1, hp, wp, 1, device=device)
+    cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
+    n = 0
+    for hs in cuts:
+        for wsl in cuts:
+            region[:, hs, wsl, :] = n
+            n += 1
+    ids = window_partition(region, ws).squeeze(-1)  # (nW, ws²)
+    diff = ids.unsqueeze(1) - ids.unsqueeze(2)
+    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
+
+
+class PatchMerging(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim, eps=eps)
+
+    def forward(self, x: Tensor, h: int, w: int) -> Tensor:
+        """(B, H*W, C) -> (B, ceil(H/2)*ceil(W/2), 2C)."""
+        b, _, c = x.shape
+        x = x.view(b, h, w, c)
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        return self.reduction(self.norm(x.view(b, -1, 4 * c)))
+
+
+class SwinStage(nn.Module):
+    def __init__(self, dim: int, depth: int, heads: int, cfg: SwinConfig, drop_paths: list[float], last: bool):
+        super().__init__()
+        ws = cfg.window_size
+        self.window, self.shift = ws, ws // 2
+        self.blocks = nn.ModuleList(
+            SwinBlock(dim, heads, ws, 0 if i % 2 == 0 else ws // 2, cfg.mlp_ratio, cfg.qkv_bias,
+                      drop_paths[i], cfg.layer_norm_eps)
+            for i in range(depth)
+        )
+        self.downsample = None if last else PatchMerging(dim, cfg.layer_norm_eps)
+
+    def forward(self, x: Tensor, h: int, w: int) -> tuple[Tensor, Tensor, int, int]:
+        ws = self.window
+        hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+        mask = shifted_window_mask(hp, wp, ws, self.shift, x.device).to(x.dtype)
+        for blk in self.blocks:
+            x = blk(x, h, w, mask)
+        down = self.downsample(x, h, w) if self.downsample is not None else x
+        return x, down, (h + 1) // 2, (w + 1) // 2
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch: int, dim: int, eps: float):
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Conv2d(3, dim, patch, stride=patch)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.patch
+        _, _, h, w = x.shape
+        if h % p or w % p:
+            x = F.pad(x, (0, (-w) % p, 0, (-h) % p))
+        x = self.proj(x)  # (B, C, H/p, W/p)
+        b, c, hh, ww = x.shape
+        x = self.norm(x.flatten(2).transpose(1, 2))
+        return x.transpose(1, 2).view(b, c, hh, ww)
+
+
+class SwinTransformer(nn.Module):
+    """Returns the four stage outputs ``res2``..``res5`` at strides 4, 8, 16, 32."""
+
+    def __init__(self, cfg: SwinConfig):
+        super().__init__()
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim, cfg.layer_norm_eps)
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        dims = cfg.channels
+        self.layers = nn.ModuleList()
+        start = 0
+        for i, (depth, heads) in enumerate(zip(cfg.depths, cfg.num_heads)):
+            last = i == len(cfg.depths) - 1
+            self.layers.append(SwinStage(dims[i], depth, heads, cfg, rates[start:start + depth], last))
+            start += depth
+        for i, d in enumerate(dims):
+            self.add_module(f"norm{i}", nn.LayerNorm(d, eps=cfg.layer_norm_eps))
+        self.channels = dims
+        self.strides = [4, 8, 16, 32]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """x: (B, 3, H, W) -> [(B, C_i, H/2^(i+2), W/2^(i+2)) for i in 0..3]."""
+        x = self.patch_embed(x)
+        b, _, h, w = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            out, x, nh, nw = stage(x, h, w)
+            out = getattr(self, f"norm{i}")(out)
+            outs.append(out.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous())
+            h, w = nh, nw
+        return outs

@@ -1,0 +1,93 @@
+"""Hugging Face format: ``config.json`` + ``model.safetensors`` (optionally sharded) or
+``pytorch_model.bin``, in a local folder or a hub repository."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..io import atomic_path
+from .hf_names import hf_to_ours, ours_to_hf
+from .hub import CheckpointNotFoundError, resolve_file
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's tensors do not fit the network; the message lists every offender."""
+
+
+def _read_file(path: str) -> dict[str, Tensor]:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_hf_state_dict(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> dict[str, Tensor]:
+    """All tensors of a Hugging Face checkpoint, under their Hugging Face names."""
+    for filename in WEIGHT_FILES:
+        path = resolve_file(name_or_path, filename, optional=True, **hub_kwargs)
+        if path is None:
+            continue
+        if not filename.endswith(".index.json"):
+            return _read_file(path)
+        with open(path, encoding="utf-8") as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        state: dict[str, Tensor] = {}
+        for shard in shards:
+            state.update(_read_file(resolve_file(name_or_path, shard, **hub_kwargs)))
+        return state
+    raise CheckpointNotFoundError(
+        f"{name_or_path}: no weights found (looked for {', '.join(WEIGHT_FILES)}); "
+        "if it is a hub id, the hub may be unreachable and the weights not cached"
+    )
+
+
+def load_into(model: nn.Module, state: dict[str, Tensor], source: str, strict: bool = True) -> None:
+    """Copy ``state`` (our names) into ``model``, refusing any partial or mis-shaped load."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected) if state[k].shape != expected[k].shape
+    )
+    problems = []
+    if wrong:
+        problems.append(f"{len(wrong)} mis-shaped: " + "; ".join(wrong[:20]))
+    if strict and missing:
+        problems.append(f"{len(missing)} missing: " + ", ".join(missing[:20]))
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected: " + ", ".join(unexpected[:20]))
+    if problems:
+        raise CheckpointMismatchError(f"{source}: checkpoint does not fit the model: " + " | ".join(problems))
+    usable = {k: v for k, v in state.items() if k in expected}
+    model.load_state_dict(usable, strict=False)
+
+
+def hf_state_to_ours(state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+    ours, unknown = hf_to_ours(state)
+    if unknown:
+        raise CheckpointMismatchError(
+            f"{source}: {len(unknown)} tensors with names this loader does not know: " + ", ".join(unknown[:20])
+        )
+    return ours
+
+
+def save_hf_weights(model: nn.Module, directory: str | os.PathLike, no_object_weight: float) -> None:
+    """Write ``model.safetensors`` under the names published checkpoints use."""
+    from safetensors.torch import save_file
+
+    state = ours_to_hf({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    num_classes = state["class_predictor.bias"].shape[0]
+    # transformers keeps the loss's class weights as a buffer; write it so it loads cleanly.
+    empty_weight = torch.ones(num_classes)
+    empty_weight[-1] = no_object_weight
+    state["criterion.empty_weight"] = empty_weight
+    with atomic_path(os.path.join(directory, "model.safetensors")) as tmp:
+        save_file(state, tmp, metadata={"format": "pt"})

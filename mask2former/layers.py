@@ -1,0 +1,40 @@
+"""Small building blocks shared by several components."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class NormConv2d(nn.Conv2d):
+    """Conv -> norm -> optional ReLU, stored as ``weight`` + ``norm.*`` like detectron2's Conv2d,
+    so checkpoints of the original load under their own names."""
+
+    def __init__(self, cin: int, cout: int, k: int, norm: Optional[nn.Module], stride: int = 1,
+                 bias: bool = False, relu: bool = False):
+        super().__init__(cin, cout, k, stride=stride, padding=k // 2, bias=bias)
+        self.norm = norm
+        self.relu = relu
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = super().forward(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return F.relu(x) if self.relu else x
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them (not after the last)."""
+
+    def __init__(self, dim_in: int, hidden: int, dim_out: int, num_layers: int):
+        super().__init__()
+        dims = [dim_in] + [hidden] * (num_layers - 1) + [dim_out]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x

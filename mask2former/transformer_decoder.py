@@ -1,0 +1,152 @@
+"""Masked-attention transformer decoder (``MultiScaleMaskedTransformerDecoder``).
+
+Learnable queries attend, layer by layer, to one of the three multi-scale features in turn
+(coarsest first). Each layer's cross-attention only sees the pixels inside the mask that the
+previous prediction head drew (sigmoid >= 0.5). A prediction head (class + mask) runs before
+the first layer and after every layer; all of them are returned for deep supervision.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import Mask2FormerConfig
+from .layers import MLP
+from .position_encoding import sine_position_encoding
+
+
+def multi_head_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor,
+                         mask: Optional[Tensor] = None) -> Tensor:
+    """nn.MultiheadAttention's math (its parameters, batch-first tensors) on SDPA.
+
+    q: (B, Lq, C); k, v: (B, Lk, C); mask: (B, heads, Lq, Lk) bool, True = may not attend.
+    """
+    b, lq, c = q.shape
+    h = attn.num_heads
+    w, bias = attn.in_proj_weight, attn.in_proj_bias
+    q = F.linear(q, w[:c], bias[:c]).view(b, lq, h, c // h).transpose(1, 2)
+    k = F.linear(k, w[c:2 * c], bias[c:2 * c]).view(b, -1, h, c // h).transpose(1, 2)
+    v = F.linear(v, w[2 * c:], bias[2 * c:]).view(b, -1, h, c // h).transpose(1, 2)
+    drop = attn.dropout if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else ~mask, dropout_p=drop)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, lq, c))
+
+
+class CrossAttentionLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.multihead_attn = nn.MultiheadAttention(dim, heads, dropout=dropout)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, tgt: Tensor, memory: Tensor, mask: Optional[Tensor], pos: Tensor, query_pos: Tensor) -> Tensor:
+        q = self.norm(tgt) if self.pre_norm else tgt
+        out = tgt + self.dropout(multi_head_attention(self.multihead_attn, q + query_pos, memory + pos, memory, mask))
+        return out if self.pre_norm else self.norm(out)
+
+
+class SelfAttentionLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, tgt: Tensor, query_pos: Tensor) -> Tensor:
+        x = self.norm(tgt) if self.pre_norm else tgt
+        out = tgt + self.dropout(multi_head_attention(self.self_attn, x + query_pos, x + query_pos, x))
+        return out if self.pre_norm else self.norm(out)
+
+
+class FFNLayer(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, tgt: Tensor) -> Tensor:
+        x = self.norm(tgt) if self.pre_norm else tgt
+        out = tgt + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x)))))
+        return out if self.pre_norm else self.norm(out)
+
+
+class MultiScaleMaskedTransformerDecoder(nn.Module):
+    def __init__(self, in_channels: int, cfg: Mask2FormerConfig):
+        super().__init__()
+        dim, heads, n = cfg.hidden_dim, cfg.num_attention_heads, cfg.decoder_layers - 1
+        self.num_heads, self.num_layers, self.num_levels = heads, n, 3
+        self.transformer_self_attention_layers = nn.ModuleList(
+            SelfAttentionLayer(dim, heads, 0.0, cfg.pre_norm) for _ in range(n))
+        self.transformer_cross_attention_layers = nn.ModuleList(
+            CrossAttentionLayer(dim, heads, 0.0, cfg.pre_norm) for _ in range(n))
+        self.transformer_ffn_layers = nn.ModuleList(
+            FFNLayer(dim, cfg.dim_feedforward, 0.0, cfg.pre_norm) for _ in range(n))
+        self.decoder_norm = nn.LayerNorm(dim)
+        self.query_feat = nn.Embedding(cfg.num_queries, dim)
+        self.query_embed = nn.Embedding(cfg.num_queries, dim)
+        self.level_embed = nn.Embedding(self.num_levels, dim)
+        self.input_proj = nn.ModuleList()
+        for _ in range(self.num_levels):
+            if in_channels != dim or cfg.enforce_input_projection:
+                conv = nn.Conv2d(in_channels, dim, 1)
+                nn.init.kaiming_uniform_(conv.weight, a=1)
+                nn.init.constant_(conv.bias, 0)
+                self.input_proj.append(conv)
+            else:
+                self.input_proj.append(nn.Sequential())
+        self.class_embed = nn.Linear(dim, cfg.num_labels + 1)
+        self.mask_embed = MLP(dim, dim, cfg.mask_feature_size, 3)
+        for layer in list(self.transformer_self_attention_layers) + list(self.transformer_cross_attention_layers) \
+                + list(self.transformer_ffn_layers):
+            for p in layer.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
+
+    def forward(self, features: list[Tensor], mask_features: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """features: three maps (B, C, H_l, W_l), coarsest first; mask_features: (B, D, H/4, W/4).
+
+        Returns per-prediction lists (first = before any layer, last = final) of class logits
+        (B, Q, K+1) and mask logits (B, Q, H/4, W/4).
+        """
+        b = mask_features.shape[0]
+        srcs, pos, sizes = [], [], []
+        for i, x in enumerate(features):
+            sizes.append(x.shape[-2:])
+            p = sine_position_encoding(b, x.shape[2], x.shape[3], self.query_embed.embedding_dim // 2, x.device, x.dtype)
+            pos.append(p.flatten(2).transpose(1, 2))
+            srcs.append((self.input_proj[i](x).flatten(2) + self.level_embed.weight[i][None, :, None]).transpose(1, 2))
+        query_pos = self.query_embed.weight.unsqueeze(0).expand(b, -1, -1)
+        out = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
+        classes, masks = [], []
+        cls, msk, attn_mask = self.predict(out, mask_features, sizes[0])
+        classes.append(cls)
+        masks.append(msk)
+        for i in range(self.num_layers):
+            lvl = i % self.num_levels
+            # A query whose mask covers nothing would attend to nothing: let it see everything.
+            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
+            out = self.transformer_cross_attention_layers[i](out, srcs[lvl], attn_mask, pos[lvl], query_pos)
+            out = self.transformer_self_attention_layers[i](out, query_pos)
+            out = self.transformer_ffn_layers[i](out)
+            cls, msk, attn_mask = self.predict(out, mask_features, sizes[(i + 1) % self.num_levels])
+            classes.append(cls)
+            masks.append(msk)
+        return classes, masks
+
+    def predict(self, out: Tensor, mask_features: Tensor, size) -> tuple[Tensor, Tensor, Tensor]:
+        """out: (B, Q, C). Returns class logits, mask logits and the next layer's attention mask
+        (B, heads, Q, H_l*W_l), True where the query may not look."""
+        x = self.decoder_norm(out)
+        cls = self.class_embed(x)
+        msk = torch.einsum("bqc,bchw->bqhw", self.mask_embed(x), mask_features)
+        small = F.interpolate(msk, size=size, mode="bilinear", align_corners=False)
+        attn_mask = (small.sigmoid().flatten(2) < 0.5).detach()
+        return cls, msk, attn_mask.unsqueeze(1).expand(-1, self.num_heads, -1, -1)
