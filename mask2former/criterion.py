@@ -149,12 +149,13 @@ class SetCriterion(nn.Module):
         self,
         class_logits: Tensor,
         mask_logits: Tensor,
+        aux: Optional[Sequence[dict[str, Tensor]]],
         targets: Sequence[dict[str, Tensor]],
-        aux: Optional[Sequence[dict[str, Tensor]]] = None,
         generator: Optional[torch.Generator] = None,
     ) -> dict[str, Tensor]:
         """class_logits: (B, Q, C+1), mask_logits: (B, Q, H, W); ``aux`` holds earlier decoder
-        layers' {"class_queries_logits", "masks_queries_logits"}. ``generator`` makes the
+        layers' {"class_queries_logits", "masks_queries_logits"} (or None / []); ``targets[b]``
+        has "labels" (N,) and "masks" (N, H', W'). ``generator`` makes the
         point sampling reproducible (it must be on the logits' device)."""
         num_masks = self.num_masks(targets, mask_logits.device)
         layers = [("", class_logits, mask_logits)]

@@ -78,7 +78,7 @@ class HungarianMatcher(nn.Module):
 
         num_queries, num_targets = mask_logits.shape[0], masks.shape[0]
         pred = point_sample(mask_logits[:, None], coords.expand(num_queries, -1, -1))[:, 0]  # (Q, P)
-        tgt = point_sample(masks[:, None].to(mask_logits.dtype), coords.expand(num_targets, -1, -1))[:, 0]
+        tgt = point_sample(masks[:, None].to(mask_logits), coords.expand(num_targets, -1, -1))[:, 0]
         return (
             self.cost_class * cost_class
             + self.cost_mask * pairwise_sigmoid_bce(pred, tgt)
@@ -101,6 +101,10 @@ class HungarianMatcher(nn.Module):
         """
         from scipy.optimize import linear_sum_assignment  # scipy is only needed for training
 
+        # Pad targets to the batch maximum, as the loss does, so that a normalised point means
+        # the same pixel in both when images of the batch were padded to a common size.
+        height = max((t["masks"].shape[-2] for t in targets), default=0)
+        width = max((t["masks"].shape[-1] for t in targets), default=0)
         indices: Indices = []
         for b, target in enumerate(targets):
             labels = target["labels"]
@@ -109,7 +113,9 @@ class HungarianMatcher(nn.Module):
                 indices.append((empty, empty.clone()))
                 continue
             coords = random_points(1, self.num_points, mask_logits.device, generator)
-            cost = self.cost_matrix(class_logits[b], mask_logits[b], labels, target["masks"], coords)
+            masks = target["masks"]
+            masks = F.pad(masks.to(mask_logits), (0, width - masks.shape[-1], 0, height - masks.shape[-2]))
+            cost = self.cost_matrix(class_logits[b], mask_logits[b], labels, masks, coords)
             cost = cost.double().cpu()
             # A diverged model can give NaN/inf; push those pairs last instead of crashing scipy.
             big = torch.finfo(torch.float32).max

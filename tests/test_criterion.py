@@ -68,7 +68,7 @@ def test_equals_transformers_loss(shape_keyed_rand: None, counts: list[int]) -> 
     cls, masks, aux = _predictions(len(counts), queries=6, size=12, num_aux=2, seed=0)
     targets = _targets(counts, size=24, seed=1)  # targets at 2x the prediction resolution
 
-    ours = build_criterion(cfg)(cls, masks, targets, aux=aux)
+    ours = build_criterion(cfg)(cls, masks, aux, targets)
     ref = hf.Mask2FormerLoss(config=cfg, weight_dict={})(
         masks, cls, [t["masks"] for t in targets], [t["labels"] for t in targets], auxiliary_predictions=aux
     )
@@ -89,7 +89,7 @@ def test_gradients_flow_to_every_layer_and_only_matched_masks() -> None:
     cls, masks, aux = _predictions(2, queries=5, size=10, num_aux=2, seed=2)
     targets = _targets([2, 3], size=10, seed=3)
     criterion = SetCriterion(NUM_CLASSES, num_points=40)
-    out = criterion(cls, masks, targets, aux=aux, generator=torch.Generator().manual_seed(0))
+    out = criterion(cls, masks, aux, targets, generator=torch.Generator().manual_seed(0))
     out["loss"].backward()
 
     for tensor in [cls, masks] + [t for layer in aux for t in layer.values()]:
@@ -106,14 +106,14 @@ def test_zero_targets() -> None:
     cls, masks, aux = _predictions(2, queries=4, size=8, num_aux=1, seed=4)
     criterion = SetCriterion(NUM_CLASSES, num_points=20)
 
-    out = criterion(cls, masks, _targets([0, 0], size=8, seed=5), aux=aux)
+    out = criterion(cls, masks, aux, _targets([0, 0], size=8, seed=5))
     assert out["loss_mask"] == 0 and out["loss_dice"] == 0
     no_object = torch.full((2, 4), NUM_CLASSES)
     torch.testing.assert_close(out["loss_ce"], F.cross_entropy(cls.transpose(1, 2), no_object))
     out["loss"].backward()
     assert torch.isfinite(cls.grad).all() and cls.grad.abs().sum() > 0
 
-    mixed = criterion(cls, masks, _targets([0, 2], size=8, seed=5), aux=aux)
+    mixed = criterion(cls, masks, aux, _targets([0, 2], size=8, seed=5))
     assert all(torch.isfinite(v) for v in mixed.values()) and mixed["loss_mask"] > 0
 
 
@@ -121,9 +121,9 @@ def test_generator_makes_sampling_reproducible() -> None:
     cls, masks, _ = _predictions(1, queries=4, size=8, num_aux=0, seed=6)
     targets = _targets([3], size=8, seed=7)
     criterion = SetCriterion(NUM_CLASSES, num_points=20)
-    a = criterion(cls, masks, targets, generator=torch.Generator().manual_seed(11))
-    b = criterion(cls, masks, targets, generator=torch.Generator().manual_seed(11))
-    c = criterion(cls, masks, targets, generator=torch.Generator().manual_seed(12))
+    a = criterion(cls, masks, None, targets, generator=torch.Generator().manual_seed(11))
+    b = criterion(cls, masks, None, targets, generator=torch.Generator().manual_seed(11))
+    c = criterion(cls, masks, None, targets, generator=torch.Generator().manual_seed(12))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["loss_mask"], c["loss_mask"])
 

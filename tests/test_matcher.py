@@ -74,6 +74,18 @@ def test_empty_targets_and_nan_costs() -> None:
     assert len(out[1][0]) == 2 and 1 not in out[1][0].tolist()
 
 
+def test_targets_of_different_sizes_are_padded_like_the_loss() -> None:
+    matcher = HungarianMatcher(num_points=64)
+    cls, mask_logits, labels, masks = _image(5, 3, c=3, seed=5)
+    small = masks[:, :10, :12]
+    padded = F.pad(small, (0, 4, 0, 6))
+    big = {"labels": labels, "masks": masks}
+    cls2, logits2 = torch.stack([cls, cls]), torch.stack([mask_logits, mask_logits])
+    a = matcher(cls2, logits2, [big, {"labels": labels, "masks": small}], generator=torch.Generator().manual_seed(0))
+    b = matcher(cls2, logits2, [big, {"labels": labels, "masks": padded}], generator=torch.Generator().manual_seed(0))
+    assert [(r.tolist(), c.tolist()) for r, c in a] == [(r.tolist(), c.tolist()) for r, c in b]
+
+
 def test_agrees_with_transformers_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
     hf = pytest.importorskip("transformers.models.mask2former.modeling_mask2former")
     original_rand = torch.rand

@@ -13,6 +13,24 @@ def is_local(name_or_path: str | os.PathLike) -> bool:
     return os.path.isdir(name_or_path) or os.path.isfile(name_or_path)
 
 
+def _hub_reachable() -> bool:
+    """False when offline mode is on or the hub's host name does not even resolve, so that a
+    machine without network fails at once instead of after minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
 def resolve_file(
     name_or_path: str | os.PathLike, filename: str, optional: bool = False, **hub_kwargs: Any
 ) -> Optional[str]:
@@ -37,15 +55,17 @@ def resolve_file(
     except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency
         raise CheckpointNotFoundError(f"{name}: huggingface_hub is needed to load hub ids ({e})") from e
     try:
+        try:  # the cache first: no network round trip when the file is already here
+            return hf_hub_download(repo_id=name, filename=filename, **{**hub_kwargs, "local_files_only": True})
+        except LocalEntryNotFoundError:
+            if hub_kwargs.get("local_files_only") or not _hub_reachable():
+                raise
         return hf_hub_download(repo_id=name, filename=filename, **hub_kwargs)
-    except EntryNotFoundError:
-        if optional:
-            return None
-        raise CheckpointNotFoundError(f"{name}: the hub repository has no {filename}") from None
     except RepositoryNotFoundError:
         raise CheckpointNotFoundError(
             f"{name}: no such local path, and no such model on the hub (or it is private)"
         ) from None
+    # LocalEntryNotFoundError subclasses EntryNotFoundError in recent huggingface_hub: test it first.
     except LocalEntryNotFoundError:
         if optional:
             # Optional files are not worth failing over when offline, once the required ones resolved.
@@ -55,6 +75,10 @@ def resolve_file(
             f"(offline?). Download it where there is network (`hf download {name}`) and copy the "
             f"cache, or pass the path of a folder holding config.json and model.safetensors."
         ) from None
+    except EntryNotFoundError:
+        if optional:
+            return None
+        raise CheckpointNotFoundError(f"{name}: the hub repository has no {filename}") from None
     except Exception as e:  # network errors of every kind
         if optional:
             return None
