@@ -1,0 +1,58 @@
+"""Shared pieces of the benchmarks: random-weight checkpoints written by transformers, and
+measurement of one implementation in a fresh process so peak memory is its own."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+ARCHS: dict[str, dict[str, Any]] = {
+    "swin-t": dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7),
+    "swin-l": dict(embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=12, image_size=384),
+}
+
+
+def checkpoint(arch: str, num_labels: int = 19) -> str:
+    """A transformers-written random-weight folder for ``arch`` (cached between runs)."""
+    folder = os.path.join(tempfile.gettempdir(), f"m2f-bench-{arch}-{num_labels}")
+    if not os.path.exists(os.path.join(folder, "model.safetensors")):
+        import torch
+        import transformers
+
+        torch.manual_seed(0)
+        bb = transformers.SwinConfig(out_features=["stage1", "stage2", "stage3", "stage4"], **ARCHS[arch])
+        cfg = transformers.Mask2FormerConfig(backbone_config=bb, num_labels=num_labels)
+        transformers.Mask2FormerForUniversalSegmentation(cfg).save_pretrained(folder)
+    return folder
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_isolated(script: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run ``script`` (a module path) in a new interpreter with JSON args; it prints JSON."""
+    out = subprocess.run([sys.executable, script, json.dumps(args)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def timed(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
