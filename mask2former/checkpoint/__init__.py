@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .hf import CheckpointMismatchError, hf_state_to_ours, load_into, read_hf_state_dict
-from .hub import CheckpointNotFoundError
+from .hub import CheckpointNotFoundError, resolve_file
 
 if TYPE_CHECKING:
     from ..model import Mask2FormerForUniversalSegmentation
@@ -29,16 +29,19 @@ def load_model(name_or_path: str | os.PathLike, strict: bool = True, **kwargs: A
         from .detectron2 import read_detectron2_checkpoint
 
         config, state = read_detectron2_checkpoint(source, **kwargs)
+        resolved = os.path.abspath(source)
     else:
         hub_kwargs = {k: v for k, v in kwargs.items() if k in HUB_KWARGS}
-        config = Mask2FormerConfig.from_pretrained(source, **hub_kwargs)
+        config_path = resolve_file(source, "config.json", **hub_kwargs)
+        config = Mask2FormerConfig.from_json_file(config_path)
         state = hf_state_to_ours(read_hf_state_dict(source, **hub_kwargs), source)
+        resolved = os.path.dirname(config_path)
         if "id2label" in kwargs:
             config.id2label = dict(kwargs["id2label"])
     model = Mask2FormerForUniversalSegmentation(config)
     load_into(model, state, source, strict=strict)
     model.eval()
-    model.source = source
+    model.source = resolved  # where the weights were read: the folder, hub cache snapshot or file
     return model
 
 
