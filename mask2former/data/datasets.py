@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 IGNORE_VALUE = 255
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -91,7 +91,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise DatasetError(f"{path}: image file is missing")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            # Honour the EXIF orientation, as the original's reader does, so annotations line up.
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8).copy()
     except Exception as e:
         raise DatasetError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence, Union
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from .datasets import (
