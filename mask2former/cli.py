@@ -49,6 +49,43 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_FLAGS = {  # flag -> TrainConfig field, for the options people change most
+    "dataset": str, "data_root": str, "task": str, "architecture": str, "init": str, "backbone_weights": str,
+    "iterations": int, "batch_size": int, "accumulate": int, "lr": float, "base_size": int,
+    "eval_period": int, "checkpoint_period": int, "output_dir": str, "num_workers": int, "seed": int,
+    "device": str, "on_nan": str,
+}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .train import TrainConfig, Trainer
+    from .train.trainer import NonFiniteLossError
+
+    data = {}
+    if args.config:
+        with open(args.config, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    for name in TRAIN_FLAGS:
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+    if args.crop_size:
+        data["crop_size"] = args.crop_size
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        data[key] = yaml.safe_load(value)
+    cfg = TrainConfig.from_dict(data)
+    try:
+        folder = Trainer(cfg, resume=args.resume).train()
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if folder:
+        print(f"model saved to {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mask2former", description="Mask2Former segmentation")
     sub = p.add_subparsers(dest="command", required=True)
@@ -61,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("checkpoint", help="model_final_*.pkl of the original model zoo")
     conv.add_argument("out_dir")
     conv.set_defaults(func=cmd_convert)
+    from .commands import segment
+
+    segment.add_parser(sub, DEFAULT_MODEL)
+
+    train = sub.add_parser("train", help="train or fine-tune (single process, or under torchrun)")
+    train.add_argument("--config", help="YAML file of TrainConfig fields")
+    for name, kind in TRAIN_FLAGS.items():
+        train.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
+    train.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"))
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field")
+    train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint.pth")
+    train.set_defaults(func=cmd_train)
     return p
 
 

@@ -1,0 +1,250 @@
+"""High-level API: images or paths in, label maps / segments / instances out.
+
+``Segmenter`` is what the command line runs, so what ``mask2former segment`` writes is exactly
+what this returns. Images are batched only with images of the same processed size, so no
+image is ever padded for the sake of another and results do not depend on batch composition.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import outputs as out_files
+from .image_io import ImageLoadError, to_rgb_array
+from .model import Mask2FormerForUniversalSegmentation
+from .processor import Mask2FormerImageProcessor, resized_size
+
+TASKS = ("semantic", "instance", "panoptic")
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+
+def original_test_size(h: int, w: int, short: int, long: int) -> tuple[int, int]:
+    """detectron2's ResizeShortestEdge at test time (rounded, not truncated like transformers)."""
+    scale = short / min(h, w)
+    nh, nw = (short, scale * w) if h < w else (scale * h, short)
+    if max(nh, nw) > long:
+        shrink = long / max(nh, nw)
+        nh, nw = nh * shrink, nw * shrink
+    return int(nh + 0.5), int(nw + 0.5)
+
+
+@dataclass
+class SegmentationResult:
+    """One image's prediction. ``labels`` (H, W) holds class ids for every task (-1 = void:
+    panoptic pixels no segment claims, pixels no instance covers)."""
+
+    source: str
+    image: np.ndarray
+    task: str
+    labels: np.ndarray
+    id2label: dict[int, str]
+    palette: list[tuple[int, int, int]]
+    segment_ids: Optional[np.ndarray] = None  # panoptic: segment id per pixel (0 = void)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    instance_masks: Optional[np.ndarray] = None  # instance: (N, H, W) bool, best score first
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.id2label[i] for i in range(len(self.id2label))]
+
+    def overlay(self, alpha: float = 0.5) -> np.ndarray:
+        return out_files.overlay(self.image, self.labels, self.palette, alpha, self.segment_ids)
+
+    def area_table(self) -> list[dict[str, Any]]:
+        return out_files.area_rows(self.labels, self.class_names)
+
+    def save_labels(self, path: str) -> None:
+        out_files.save_png(out_files.label_png_array(self.labels, len(self.id2label)), path)
+
+    def save_overlay(self, path: str, alpha: float = 0.5) -> None:
+        out_files.save_image(self.overlay(alpha), path)
+
+    def save_area_table(self, csv_path: str, json_path: Optional[str] = None) -> None:
+        out_files.write_area_table(self.area_table(), csv_path, json_path)
+
+    def panoptic_annotation(self, file_name: str, image_id: Any) -> dict[str, Any]:
+        """This image's entry of a COCO panoptic JSON (categories are our class ids)."""
+        infos = []
+        for s in self.segments:
+            ys, xs = np.nonzero(self.segment_ids == s["id"])
+            bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+            infos.append({"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": 0,
+                          "isthing": bool(s["isthing"]), "area": int(len(xs)), "bbox": bbox,
+                          "score": _score(s.get("score", 1.0))})
+        return {"image_id": image_id, "file_name": file_name, "segments_info": infos}
+
+    def save_panoptic_png(self, path: str) -> None:
+        out_files.save_png(out_files.id2rgb(self.segment_ids), path)
+
+    def coco_instances(self, image_id: Any) -> list[dict[str, Any]]:
+        """COCO results entries (RLE masks via pycocotools)."""
+        from pycocotools import mask as mask_utils
+
+        entries = []
+        for s, m in zip(self.segments, self.instance_masks):
+            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            entries.append({"image_id": image_id, "category_id": int(s["label_id"]), "score": _score(s["score"]),
+                            "segmentation": rle, "area": int(s["area"])})
+        return entries
+
+
+@dataclass
+class SegmentationError:
+    """An input that could not be segmented; ``message`` is one line naming it."""
+
+    source: str
+    message: str
+
+
+class Segmenter:
+    """``Segmenter(model, task=...)(images)`` -> one :class:`SegmentationResult` per image.
+
+    model: a loaded model, a folder, hub id or ``.pkl``. task: defaults to the one the
+    checkpoint was trained for. resize: "original" (the original's test-time resize for the
+    checkpoint's dataset, padding to a multiple of 32) or "config" (the checkpoint's
+    ``preprocessor_config.json`` as is).
+    """
+
+    def __init__(self, model: Union[str, os.PathLike, Mask2FormerForUniversalSegmentation], task: Optional[str] = None,
+                 device: Optional[str] = None, resize: str = "original", batch_size: int = 1,
+                 processor: Optional[Mask2FormerImageProcessor] = None, threshold: Optional[float] = None,
+                 overlap_threshold: float = 0.8):
+        from .model_info import ModelInfo
+
+        name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "source", "")
+        if isinstance(model, (str, os.PathLike)):
+            model = Mask2FormerForUniversalSegmentation.from_pretrained(model)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.info = ModelInfo.of(self.model, name)
+        self.task = task or self.info.task
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {self.task!r}")
+        if resize not in ("original", "config"):
+            raise ValueError("resize must be 'original' or 'config'")
+        self.resize = resize
+        self.processor = processor or self.info.processor()
+        self.batch_size = max(1, int(batch_size))
+        # The original's defaults: object mask threshold 0.8 (panoptic); instances kept by top-k.
+        self.threshold = threshold if threshold is not None else (0.8 if self.task == "panoptic" else 0.0)
+        self.overlap_threshold = overlap_threshold
+
+    # -- preprocessing -------------------------------------------------------------------
+    def processed_size(self, h: int, w: int) -> tuple[int, int]:
+        if self.resize == "original":
+            short, long = self.info.test_size
+            return original_test_size(h, w, short, long)
+        p = self.processor
+        return resized_size(h, w, p.size, int(p.size_divisor or 0)) if p.do_resize else (h, w)
+
+    def _tensor(self, rgb: np.ndarray) -> torch.Tensor:
+        """(3, h, w) normalised pixels at the processed size."""
+        if self.resize == "config":
+            return self.processor([rgb])["pixel_values"][0]
+        nh, nw = self.processed_size(*rgb.shape[:2])
+        if (nh, nw) != rgb.shape[:2]:
+            rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR))
+        return self.processor([rgb], do_resize=False)["pixel_values"][0]
+
+    # -- running -------------------------------------------------------------------------
+    def __call__(self, images: Union[ImageInput, Sequence[ImageInput]], batch_size: Optional[int] = None
+                 ) -> list[SegmentationResult]:
+        """Segment one image or a list; raises on the first input that cannot be read."""
+        single = not isinstance(images, (list, tuple))
+        results = []
+        for r in self.stream([images] if single else images, batch_size):
+            if isinstance(r, SegmentationError):
+                raise ImageLoadError(r.source, r.message)
+            results.append(r)
+        return results[0] if single else results
+
+    def stream(self, images: Iterable[ImageInput], batch_size: Optional[int] = None
+               ) -> Iterator[Union[SegmentationResult, SegmentationError]]:
+        """Results in input order; unreadable inputs come back as :class:`SegmentationError`."""
+        bs = batch_size or self.batch_size
+        chunk: list[tuple[str, Any]] = []
+        for i, item in enumerate(images):
+            chunk.append((_name(item, i), item))
+            if len(chunk) >= 4 * bs:
+                yield from self._run_chunk(chunk, bs)
+                chunk = []
+        if chunk:
+            yield from self._run_chunk(chunk, bs)
+
+    def _run_chunk(self, chunk: list[tuple[str, Any]], bs: int) -> Iterator[Union[SegmentationResult, SegmentationError]]:
+        done: dict[int, Union[SegmentationResult, SegmentationError]] = {}
+        groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+        for k, (name, item) in enumerate(chunk):
+            try:
+                rgb = to_rgb_array(item)
+            except ImageLoadError as e:
+                done[k] = SegmentationError(name, str(e))
+                continue
+            except Exception as e:  # anything else unreadable: report it, keep going
+                done[k] = SegmentationError(name, f"{name}: cannot read image ({e})")
+                continue
+            groups.setdefault(self.processed_size(*rgb.shape[:2]), []).append((k, rgb))
+        for members in groups.values():
+            for start in range(0, len(members), bs):
+                part = members[start:start + bs]
+                for (k, rgb), res in zip(part, self._predict([rgb for _, rgb in part])):
+                    done[k] = SegmentationResult(chunk[k][0], rgb, self.task, id2label=self.info.id2label,
+                                                 palette=self.info.palette, **res)
+        for k in range(len(chunk)):
+            yield done[k]
+
+    @torch.inference_mode()
+    def _predict(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
+        """Same-size images -> per image the fields of a SegmentationResult."""
+        x = torch.stack([self._tensor(rgb) for rgb in images])
+        h, w = x.shape[-2:]
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+        pixel_mask = torch.zeros((len(images), ph, pw), dtype=torch.long)
+        pixel_mask[:, :h, :w] = 1
+        x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h)).to(self.device)
+        outputs = self.model(pixel_values=x, pixel_mask=pixel_mask.to(self.device))
+        sizes = [rgb.shape[:2] for rgb in images]
+        p = self.processor
+        if self.task == "semantic":
+            maps = p.post_process_semantic_segmentation(outputs, target_sizes=sizes, resize_before_inference=False)
+            return [{"labels": m.cpu().numpy().astype(np.int64)} for m in maps]
+        if self.task == "panoptic":
+            res = p.post_process_panoptic_segmentation(outputs, threshold=self.threshold,
+                                                       overlap_mask_area_threshold=self.overlap_threshold,
+                                                       label_ids_to_fuse=self.info.stuff_ids, target_sizes=sizes)
+            return [_panoptic_fields(r) for r in res]
+        res = p.post_process_instance_segmentation(outputs, threshold=self.threshold, target_sizes=sizes,
+                                                   return_binary_maps=True, thing_label_ids=self.info.thing_ids)
+        return [_instance_fields(r) for r in res]
+
+
+def _score(value: float) -> float:
+    # Files keep 4 decimals: batched and single-image runs differ in the 7th (BLAS blocking),
+    # and a written result must not depend on how images were batched.
+    return round(float(value), 4)
+
+
+def _name(item: Any, index: int) -> str:
+    return os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<image {index}>"
+
+
+def _panoptic_fields(r: dict[str, Any]) -> dict[str, Any]:
+    ids = r["segmentation"].cpu().numpy().astype(np.int32)
+    lut = np.full(ids.max() + 1 if ids.size else 1, -1, dtype=np.int64)
+    for s in r["segments_info"]:
+        lut[s["id"]] = s["category_id"]
+    return {"labels": lut[ids], "segment_ids": ids, "segments": r["segments_info"]}
+
+
+def _instance_fields(r: dict[str, Any]) -> dict[str, Any]:
+    masks = r["segmentation"].cpu().numpy().astype(bool)  # (N, H, W), best first
+    labels = np.full(masks.shape[1:], -1, dtype=np.int64)
+    for m, s in reversed(list(zip(masks, r["segments_info"]))):  # best last, so it wins overlaps
+        labels[m] = s["label_id"]
+    return {"labels": labels, "segments": r["segments_info"], "instance_masks": masks}
