@@ -11,9 +11,16 @@ import os
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
-from .datasets import IGNORE_VALUE, ClassInfo, DatasetError, check_same_size, default_color, list_images, read_image, read_label
+from .datasets import (
+    IGNORE_VALUE,
+    ClassInfo,
+    DatasetError,
+    default_color,
+    list_images,
+    read_image_and_label,
+    SegmentationDataset,
+)
 
 NUM_CLASSES = 150
 _SPLITS = {"train": "training", "val": "validation", "training": "training", "validation": "validation"}
@@ -27,7 +34,7 @@ def reduce_zero_label(raw: np.ndarray, num_classes: int = NUM_CLASSES, path: str
     return np.where(raw == 0, IGNORE_VALUE, raw - 1).astype(np.int64)
 
 
-class ADE20KSemantic(Dataset):
+class ADE20KSemantic(SegmentationDataset):
     """``root`` may be the ``ADEChallengeData2016`` folder itself or the folder holding it."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train", num_classes: int = NUM_CLASSES) -> None:
@@ -49,18 +56,7 @@ class ADE20KSemantic(Dataset):
                 raise DatasetError(f"{image}: no label file {label}")
             self.items.append((image, label))
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, label_path = self.items[index]
-        image = read_image(image_path)
-        raw = read_label(label_path)
-        if raw.ndim != 2:
-            raise DatasetError(f"{label_path}: expected a single-channel label image")
-        check_same_size(image, raw, label_path, image_path)
+        image, raw = read_image_and_label(image_path, label_path)
         return {"file_name": image_path, "image": image, "sem_seg": reduce_zero_label(raw, self.num_classes, label_path)}

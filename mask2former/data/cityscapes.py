@@ -12,9 +12,18 @@ import os
 from typing import Any, NamedTuple
 
 import numpy as np
-from torch.utils.data import Dataset
 
-from .datasets import IGNORE_VALUE, ClassInfo, DatasetError, check_same_size, list_images, read_image, read_label
+from .datasets import (
+    IGNORE_VALUE,
+    check_same_size,
+    ClassInfo,
+    DatasetError,
+    list_images,
+    read_image,
+    read_image_and_label,
+    read_label,
+    SegmentationDataset,
+)
 
 
 class CityscapesLabel(NamedTuple):
@@ -97,7 +106,7 @@ def _pairs(root: str, split: str, suffix: str, fallback: str = "") -> list[tuple
     return out
 
 
-class CityscapesSemantic(Dataset):
+class CityscapesSemantic(SegmentationDataset):
     """19-class semantic segmentation; label ids outside the 19 train ids become 255."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train") -> None:
@@ -108,20 +117,9 @@ class CityscapesSemantic(Dataset):
         self.items = _pairs(self.root, split, "_gtFine_labelIds.png", "_gtFine_labelTrainIds.png")
         self.task = "semantic"
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, label_path = self.items[index]
-        image = read_image(image_path)
-        raw = read_label(label_path)
-        if raw.ndim != 2:
-            raise DatasetError(f"{label_path}: expected a single-channel label image")
-        check_same_size(image, raw, label_path, image_path)
+        image, raw = read_image_and_label(image_path, label_path)
         if label_path.endswith("_labelTrainIds.png"):
             bad = (raw >= self.num_classes) & (raw != IGNORE_VALUE)
             sem = raw
@@ -133,7 +131,7 @@ class CityscapesSemantic(Dataset):
         return {"file_name": image_path, "image": image, "sem_seg": sem}
 
 
-class CityscapesPanoptic(Dataset):
+class CityscapesPanoptic(SegmentationDataset):
     """Panoptic (19 classes, 8 of them things) or instance (8 thing classes) segmentation read
     from ``*_gtFine_instanceIds.png``: a value ``v >= 1000`` is instance ``v % 1000`` of label id
     ``v // 1000``; a smaller value is a label id (stuff, or a crowd region of a thing class)."""
@@ -147,13 +145,6 @@ class CityscapesPanoptic(Dataset):
         self.to_train, self.to_instance_class, self.semantic_classes, thing_classes = _tables()
         self.classes = self.semantic_classes if task == "panoptic" else thing_classes
         self.items = _pairs(self.root, split, "_gtFine_instanceIds.png")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, inst_path = self.items[index]

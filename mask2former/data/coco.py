@@ -16,9 +16,9 @@ import os
 from typing import Any, Optional
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from .datasets import (
+    SegmentationDataset,
     IGNORE_VALUE,
     ClassInfo,
     DatasetError,
@@ -59,7 +59,7 @@ def _categories(data: dict[str, Any], path: str, all_things: bool = False) -> tu
     return to_contiguous, classes
 
 
-class CocoPanoptic(Dataset):
+class CocoPanoptic(SegmentationDataset):
     """COCO-format panoptic segmentation; also usable for any dataset in that format (e.g. the
     prepared Cityscapes or ADE20K panoptic JSONs) by passing the three paths."""
 
@@ -91,13 +91,6 @@ class CocoPanoptic(Dataset):
         if not self.items:
             raise DatasetError(f"{self.json_path}: no annotations")
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, png_path, infos = self.items[index]
         image = read_image(image_path)
@@ -121,7 +114,7 @@ class CocoPanoptic(Dataset):
         return {"file_name": image_path, "image": image, "sem_seg": sem, "pan_seg": pan, "segments": segments}
 
 
-class CocoInstance(Dataset):
+class CocoInstance(SegmentationDataset):
     """COCO instance segmentation: polygons and RLEs decoded with pycocotools into one mask
     per annotation (masks may overlap, so no id map)."""
 
@@ -155,10 +148,6 @@ class CocoInstance(Dataset):
         self.image_ids = ids
         if not self.image_ids:
             raise DatasetError(f"{self.json_path}: no images")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
     def __len__(self) -> int:
         return len(self.image_ids)

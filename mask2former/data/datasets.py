@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
+from torch.utils.data import Dataset
 from PIL import Image, ImageOps
 
 IGNORE_VALUE = 255
@@ -141,6 +142,30 @@ def colors_to_ids(rgb: np.ndarray, classes: Sequence[ClassInfo], path: str, igno
         k = missing[0]
         raise DatasetError(f"{path}: colour {(k >> 16, (k >> 8) & 255, k & 255)} is not a class colour")
     return np.array([lut[k] for k in keys.tolist()], dtype=np.int64)[inverse].reshape(code.shape)
+
+
+class SegmentationDataset(Dataset):
+    """Shared plumbing of every dataset: ``items`` to index and ``classes`` to name."""
+
+    items: list
+    classes: list
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def read_image_and_label(image_path: str, label_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its single-channel label map of the same size, or a one-line error."""
+    image = read_image(image_path)
+    raw = read_label(label_path)
+    if raw.ndim != 2:
+        raise DatasetError(f"{label_path}: expected a single-channel label image")
+    check_same_size(image, raw, label_path, image_path)
+    return image, raw
 
 
 def list_images(folder: str, recursive: bool = False) -> list[str]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence, Union
 
-from torch.utils.data import Dataset
 
 from .datasets import (
+    SegmentationDataset,
     IGNORE_VALUE,
     ClassInfo,
     DatasetError,
@@ -29,7 +29,7 @@ from .datasets import (
 )
 
 
-class FolderDataset(Dataset):
+class FolderDataset(SegmentationDataset):
     """Images and same-stem label PNGs. With an ``instances`` folder the samples are panoptic
     (``pan_seg`` + ``segments``), otherwise semantic only."""
 
@@ -70,15 +70,8 @@ class FolderDataset(Dataset):
             self.items.append((image, label, inst))
 
     @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, label_path, inst_path = self.items[index]

@@ -14,6 +14,7 @@ def export_model(model: Any, classes: Sequence[Any], cfg: Any, metrics: dict[str
 
     folder = os.path.join(cfg.output_dir, "model")
     os.makedirs(folder, exist_ok=True)
+    model.config.extra["task"] = cfg.task  # what `segment` does by default with this model
     model.save_pretrained(folder)
     # Inference at the resolution the model was trained around (the original's test-time resize).
     processor = Mask2FormerImageProcessor(size={"shortest_edge": cfg.base_size, "longest_edge": cfg.max_size},
