@@ -183,3 +183,33 @@ def test_ddp_two_gloo_processes_match_one(synthetic, tmp_path):
     apart = math.sqrt(sum(((a[k] - b[k]) ** 2).sum().item() for k in a))
     assert moved > 0
     assert apart < 0.2 * moved, (apart, moved)
+
+
+def test_init_from_checkpoint_with_other_classes(tmp_path):
+    from mask2former import Mask2FormerForUniversalSegmentation
+    from mask2former.train.model_init import build_train_model
+
+    source = Mask2FormerForUniversalSegmentation(architecture_config("tiny", {i: f"c{i}" for i in range(5)}, TINY))
+    source.save_pretrained(tmp_path)
+    model = build_train_model("tiny", str(tmp_path), None, {0: "x", 1: "y", 2: "z"}, {})
+    assert model.transformer_decoder.class_embed.out_features == 4 and model.config.num_labels == 3
+    kept = source.state_dict()
+    for k, v in model.state_dict().items():
+        if "class_embed" not in k:
+            assert torch.equal(v, kept[k]), k
+    same = build_train_model("tiny", str(tmp_path), None, {i: f"n{i}" for i in range(5)}, {})
+    assert torch.equal(same.transformer_decoder.class_embed.weight, source.transformer_decoder.class_embed.weight)
+
+
+def test_init_from_bare_backbone(tmp_path):
+    from mask2former import Mask2FormerForUniversalSegmentation
+    from mask2former.train.model_init import build_train_model
+
+    donor = Mask2FormerForUniversalSegmentation(architecture_config("tiny", {0: "a"}, TINY))
+    torch.save({"model": {"backbone." + k: v for k, v in donor.backbone.state_dict().items()}}, tmp_path / "bb.pth")
+    model = build_train_model("tiny", None, str(tmp_path / "bb.pth"), {0: "a", 1: "b"}, TINY)
+    for k, v in donor.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[k], v), k
+    torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match="wrong.pth"):
+        build_train_model("tiny", None, str(tmp_path / "wrong.pth"), {0: "a"}, TINY)
