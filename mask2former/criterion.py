@@ -7,7 +7,7 @@ layer (deep supervision), each layer matched on its own.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -114,7 +114,7 @@ class SetCriterion(nn.Module):
         targets: Sequence[dict[str, Tensor]],
         indices: Indices,
         num_masks: Tensor,
-        generator: Optional[torch.Generator] = None,
+        generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
     ) -> tuple[Tensor, Tensor]:
         """(BCE, dice) of matched masks at importance-sampled points. mask_logits: (B, Q, H, W)."""
         mask_logits = _full_precision(mask_logits)
@@ -123,9 +123,16 @@ class SetCriterion(nn.Module):
         with torch.no_grad():
             tgt = self._matched_target_masks(targets, indices).to(pred)[:, None]  # (K, 1, H', W')
             # Points are chosen from the prediction alone (where it is unsure), then read from both.
-            coords = uncertain_point_coords(
-                pred, self.num_points, self.oversample_ratio, self.importance_sample_ratio, generator=generator
-            )
+            if isinstance(generator, (list, tuple)):  # one stream per image, drawn image by image
+                coords = torch.cat([
+                    uncertain_point_coords(pred[batch == b], self.num_points, self.oversample_ratio,
+                                           self.importance_sample_ratio, generator=g)
+                    for b, g in enumerate(generator)
+                ])
+            else:
+                coords = uncertain_point_coords(
+                    pred, self.num_points, self.oversample_ratio, self.importance_sample_ratio, generator=generator
+                )
             point_targets = point_sample(tgt, coords)[:, 0]  # (K, P)
         point_logits = point_sample(pred, coords)[:, 0]  # (K, P)
         return sigmoid_bce_loss(point_logits, point_targets, num_masks), dice_loss(
@@ -151,12 +158,13 @@ class SetCriterion(nn.Module):
         mask_logits: Tensor,
         aux: Optional[Sequence[dict[str, Tensor]]],
         targets: Sequence[dict[str, Tensor]],
-        generator: Optional[torch.Generator] = None,
+        generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
     ) -> dict[str, Tensor]:
         """class_logits: (B, Q, C+1), mask_logits: (B, Q, H, W); ``aux`` holds earlier decoder
         layers' {"class_queries_logits", "masks_queries_logits"} (or None / []); ``targets[b]``
         has "labels" (N,) and "masks" (N, H', W'). ``generator`` makes the
-        point sampling reproducible (it must be on the logits' device)."""
+        point sampling reproducible (it must be on the logits' device); a list gives each
+        image its own stream, so the loss does not depend on how images are batched."""
         num_masks = self.num_masks(targets, mask_logits.device)
         layers = [("", class_logits, mask_logits)]
         for i, layer in enumerate(aux or []):

@@ -6,7 +6,7 @@ at random points rather than every pixel to keep matching cheap (Mask2Former, Se
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -91,9 +91,10 @@ class HungarianMatcher(nn.Module):
         class_logits: Tensor,
         mask_logits: Tensor,
         targets: Sequence[dict[str, Tensor]],
-        generator: Optional[torch.Generator] = None,
+        generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
     ) -> Indices:
-        """Match each image's targets to queries.
+        """Match each image's targets to queries. ``generator``: one for the batch, or one per
+        image (then an image's points do not depend on which images share its batch).
 
         class_logits: (B, Q, C+1), mask_logits: (B, Q, H, W); targets[b] has "labels" (N,) and
         "masks" (N, H', W'). Returns, per image, (query_indices, target_indices) as CPU int64
@@ -112,7 +113,8 @@ class HungarianMatcher(nn.Module):
                 empty = torch.empty(0, dtype=torch.int64)
                 indices.append((empty, empty.clone()))
                 continue
-            coords = random_points(1, self.num_points, mask_logits.device, generator)
+            gen = generator[b] if isinstance(generator, (list, tuple)) else generator
+            coords = random_points(1, self.num_points, mask_logits.device, gen)
             masks = target["masks"]
             masks = F.pad(masks.to(mask_logits), (0, width - masks.shape[-1], 0, height - masks.shape[-2]))
             cost = self.cost_matrix(class_logits[b], mask_logits[b], labels, masks, coords)

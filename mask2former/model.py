@@ -63,6 +63,7 @@ class Mask2FormerForUniversalSegmentation(nn.Module):
         pixel_mask: Optional[Tensor] = None,
         mask_labels: Optional[list[Tensor]] = None,
         class_labels: Optional[list[Tensor]] = None,
+        point_generators: Optional[list[torch.Generator]] = None,
         **unused: Any,
     ) -> Mask2FormerOutput:
         """pixel_values: (B, 3, H, W); pixel_mask: (B, H, W), 1 on real pixels, 0 on padding.
@@ -70,7 +71,8 @@ class Mask2FormerForUniversalSegmentation(nn.Module):
         As in the original network, padding is not masked inside the model: an image padded
         in a batch gets slightly different logits than alone. ``pixel_mask`` travels to the
         output for post-processing. With ``mask_labels``/``class_labels`` and a criterion,
-        the loss is computed too.
+        the loss is computed too (``point_generators``: one RNG per image for the loss's
+        random points, so the loss does not depend on how images were batched).
         """
         features = self.backbone(pixel_values)
         mask_features, multi_scale = self.pixel_decoder(features)
@@ -81,7 +83,8 @@ class Mask2FormerForUniversalSegmentation(nn.Module):
             if self.criterion is None:
                 raise ValueError("labels were given but the model has no criterion; use build_criterion()")
             targets = [{"labels": c, "masks": m} for c, m in zip(class_labels, mask_labels)]
-            out.loss_dict = self.criterion(out.class_queries_logits, out.masks_queries_logits, aux, targets)
+            out.loss_dict = self.criterion(out.class_queries_logits, out.masks_queries_logits, aux, targets,
+                                           generator=point_generators)
             out.loss = out.loss_dict["loss"]
         return out
 

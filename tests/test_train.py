@@ -159,16 +159,21 @@ def test_non_finite_loss(synthetic, tmp_path, monkeypatch, mode):
 
 @pytest.mark.slow
 def test_ddp_two_gloo_processes_match_one(synthetic, tmp_path):
-    """Same global batch on 1 and on 2 processes. Not bit-exact: the loss's random point
-    sampling draws from each process's own stream and the class loss is averaged per process.
-    So the test asks that the two runs differ by far less than training moved the weights."""
+    """Same global batch on 1 and on 2 processes. The loss's random points are drawn per image
+    (seeded by iteration and sample), so both runs see the same points; what remains is the
+    original's own DDP semantics (each process averages its class loss over its own queries
+    before gradients are averaged) and float summation order. Tolerance: the two runs end
+    closer than 5% of the distance training moved the weights (drop path off; every crop full
+    size, since the network does not mask padding and padding depends on who shares a batch)."""
     iters = 4
-    single = config(synthetic, str(tmp_path / "one"), iterations=iters, batch_size=4)
+    no_drop = {**TINY, "backbone": {"drop_path_rate": 0.0}}
+    kw = dict(iterations=iters, batch_size=4, model_overrides=no_drop, base_size=128)
+    single = config(synthetic, str(tmp_path / "one"), **kw)
     Trainer(single).train()
-    init = Trainer(config(synthetic, str(tmp_path / "init"), iterations=iters, batch_size=4)).model.state_dict()
-    ddp = config(synthetic, str(tmp_path / "two"), iterations=iters, batch_size=4)
+    init = Trainer(config(synthetic, str(tmp_path / "init"), **kw)).model.state_dict()
+    ddp = config(synthetic, str(tmp_path / "two"), **kw)
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
-            "-m", "mask2former.cli", "train", "--set", f"model_overrides={json.dumps(TINY)}"]
+            "-m", "mask2former.cli", "train", "--set", f"model_overrides={json.dumps(no_drop)}"]
     for k, v in ddp.to_dict().items():
         if k not in ("model_overrides", "crop_size") and v is not None:
             args += ["--set", f"{k}={json.dumps(v)}"]
@@ -182,7 +187,8 @@ def test_ddp_two_gloo_processes_match_one(synthetic, tmp_path):
     moved = math.sqrt(sum(((a[k] - start[k]) ** 2).sum().item() for k in a if k in start))
     apart = math.sqrt(sum(((a[k] - b[k]) ** 2).sum().item() for k in a))
     assert moved > 0
-    assert apart < 0.2 * moved, (apart, moved)
+    print(f"DDP vs one process: weights apart {apart:.3g}, moved {moved:.3g}, ratio {apart / moved:.4f}")
+    assert apart < 0.05 * moved, (apart, moved)
 
 
 def test_init_from_checkpoint_with_other_classes(tmp_path):

@@ -24,10 +24,14 @@ TINY_HEAD = dict(num_queries=16, hidden_dim=64, feature_size=64, mask_feature_si
 
 
 def architecture_config(name: str, id2label: dict[int, str], overrides: dict[str, Any]) -> Mask2FormerConfig:
+    """A named architecture; ``overrides`` sets Mask2FormerConfig fields, and its ``backbone``
+    entry (a dict) sets backbone fields, e.g. ``{"backbone": {"drop_path_rate": 0.0}}``."""
+    overrides = dict(overrides)
+    backbone_overrides = overrides.pop("backbone", {})
     if name in SWIN:
-        backbone: Any = SwinConfig(**SWIN[name])
+        backbone: Any = SwinConfig(**{**SWIN[name], **backbone_overrides})
     elif name in ("r50", "r101"):
-        backbone = ResNetConfig(depths=[3, 4, 6, 3] if name == "r50" else [3, 4, 23, 3])
+        backbone = ResNetConfig(depths=[3, 4, 6, 3] if name == "r50" else [3, 4, 23, 3], **backbone_overrides)
     else:
         raise ValueError(f"unknown architecture {name!r}")
     head = dict(TINY_HEAD) if name == "tiny" else {}

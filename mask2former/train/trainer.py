@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any, Iterator, Optional
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -46,7 +47,24 @@ class _EpochItems(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         self.dataset.set_epoch(key[0])
-        return self.dataset[key[1]]
+        return {**self.dataset[key[1]], "key": key}
+
+
+def collate_with_keys(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    out = collate(batch)
+    out["keys"] = [b["key"] for b in batch]
+    return out
+
+
+def point_generators(seed: int, iteration: int, keys: list[tuple[int, int]], device: torch.device
+                     ) -> list[torch.Generator]:
+    """One RNG per image for the loss's random points, seeded by (seed, iteration, sample):
+    the same points whatever the number of processes or accumulation steps."""
+    gens = []
+    for epoch, index in keys:
+        state = np.random.SeedSequence([seed, iteration, epoch, index]).generate_state(1, dtype=np.uint64)[0]
+        gens.append(torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1)))
+    return gens
 
 
 def batch_plan(n: int, batch_size: int, seed: int, start_iter: int, iterations: int, rank: int, world: int,
@@ -160,11 +178,11 @@ class Trainer:
                                self.cfg.iterations, self.rank, self.world, self.cfg.accumulate))
         # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG,
         # which would shift the loss's random points after a resume.
-        return DataLoader(_EpochItems(self.train_set), batch_sampler=plan, collate_fn=collate,
+        return DataLoader(_EpochItems(self.train_set), batch_sampler=plan, collate_fn=collate_with_keys,
                           num_workers=self.cfg.num_workers, generator=torch.Generator().manual_seed(self.cfg.seed))
 
     # -- the loop --------------------------------------------------------------------------
-    def step(self, batches: Iterator[dict[str, Any]]) -> dict[str, float]:
+    def step(self, batches: Iterator[dict[str, Any]], iteration: int) -> dict[str, float]:
         """One optimiser step over ``accumulate`` micro-batches; returns the logged losses."""
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -177,8 +195,9 @@ class Trainer:
             last = a == self.cfg.accumulate - 1
             sync = self.net.no_sync() if (self.world > 1 and not last) else _null()
             with sync, torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler is not None):
+                gens = point_generators(self.cfg.seed, iteration, batch["keys"], self.device)
                 out = self.net(pixel_values=x, pixel_mask=batch["pixel_mask"].to(self.device),
-                               mask_labels=masks, class_labels=labels)
+                               mask_labels=masks, class_labels=labels, point_generators=gens)
                 loss = out.loss / self.cfg.accumulate
                 bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0, device=self.device)
                 if dist_utils.all_reduce_sum(bad).item() > 0:  # every rank decides together
@@ -219,7 +238,7 @@ class Trainer:
         try:
             while it < cfg.iterations:
                 try:
-                    losses = self.step(batches)
+                    losses = self.step(batches, it)
                 except NonFiniteLossError as e:
                     if cfg.on_nan == "stop":
                         raise NonFiniteLossError(f"iteration {it + 1}: {e}; stopping (weights not updated)") from None
