@@ -3,7 +3,8 @@
 A 6-layer deformable-attention encoder (Zhu et al., Deformable DETR) runs over the stride
 8/16/32 backbone features; an FPN step adds the stride-4 feature, from which a 1x1 conv gives
 the per-pixel mask features. Deformable attention here is pure PyTorch (bilinear
-``grid_sample``), so it runs anywhere without a compiled extension.
+``grid_sample``, or ``embedding_bag`` on the fast path), so it runs anywhere without a compiled
+extension.
 """
 from __future__ import annotations
 
@@ -18,29 +19,140 @@ from .layers import NormConv2d
 from .position_encoding import sine_position_encoding
 
 
-def deformable_attention(value: Tensor, shapes: list[tuple[int, int]], locations: Tensor, weights: Tensor) -> Tensor:
-    """Bilinear sampling of each level at the predicted locations, weighted and summed.
+def deformable_attention_reference(value: Tensor, shapes: list[tuple[int, int]], locations: Tensor,
+                                   weights: Tensor) -> Tensor:
+    """The reference formulation: one ``grid_sample`` per level, then the attention-weighted
+    sum over levels and points, in the same operations as transformers' implementation (so
+    its results are bit-identical to it, given the same inputs).
 
-    value: (N, S, M, D) with S = sum of H_l*W_l; locations: (N, Lq, M, L, P, 2) in [0, 1];
-    weights: (N, Lq, M, L, P), softmaxed over L*P. Returns (N, Lq, M*D).
+    value: (N, S, M, D) with S = sum of H_l*W_l; locations: (N, Lq, M, L, P, 2) normalised
+    (x, y) in [0, 1]; weights: (N, Lq, M, L, P), softmaxed over L*P. Returns (N, Lq, M*D).
+    Materialises every sample, (N*M, D, Lq, L*P), twice: :func:`deformable_attention` is the
+    fast, lean form.
     """
     n, _, m, d = value.shape
     _, lq, _, num_levels, p, _ = locations.shape
     grids = 2 * locations - 1
-    out = value.new_zeros(n * m, d, lq)
-    start = 0
+    sampled, start = [], 0
     for lvl, (h, w) in enumerate(shapes):
-        v = value[:, start:start + h * w].permute(0, 2, 3, 1).reshape(n * m, d, h, w)
+        v = value[:, start:start + h * w].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
         start += h * w
-        g = grids[:, :, :, lvl].transpose(1, 2).reshape(n * m, lq, p, 2)
-        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (N*M, D, Lq, P)
-        a = weights[:, :, :, lvl].transpose(1, 2).reshape(n * m, 1, lq, p)
-        # Summing level by level keeps only one level's samples alive at a time.
-        out += (sampled * a).sum(-1)
-    return out.view(n, m * d, lq).transpose(1, 2)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    weights = weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * p)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(n, m * d, lq)
+    return out.transpose(1, 2).contiguous()
+
+
+def padded_value_table(value: Tensor, shapes: list[tuple[int, int]]) -> Tensor:
+    """(N, S, C) -> (N, S', C): every level's map framed by one row/column of zeros.
+
+    Bilinear sampling with zero padding then needs no validity test: a corner outside the map
+    is clamped onto the frame, whose value is zero, exactly what ``grid_sample`` reads there.
+    """
+    n, _, c = value.shape
+    table = value.new_empty(n, sum((h + 2) * (w + 2) for h, w in shapes), c)
+    src = dst = 0
+    for h, w in shapes:
+        frame = table[:, dst:dst + (h + 2) * (w + 2)].view(n, h + 2, w + 2, c)
+        frame[:, 1:h + 1, 1:w + 1] = value[:, src:src + h * w].view(n, h, w, c)
+        for edge in (frame[:, 0], frame[:, -1], frame[:, :, 0], frame[:, :, -1]):
+            edge.zero_()
+        src, dst = src + h * w, dst + (h + 2) * (w + 2)
+    return table
+
+
+class SamplingGeometry:
+    """Constants of the sampling columns (one per head, level and point, in that order) over a
+    padded value table with one row per (padded token, head)."""
+
+    def __init__(self, shapes: list[tuple[int, int]], m: int, p: int, device: torch.device, dtype: torch.dtype):
+        lv = len(shapes)
+        starts, acc = [], 0
+        for h, w in shapes:
+            starts.append(acc)
+            acc += (h + 2) * (w + 2)
+        self.rows = acc * m  # rows of the table
+        # Row numbers are computed in floating point: float32 counts exactly below 2**24.
+        self.index_dtype = dtype if self.rows < 2**24 and dtype != torch.float16 else torch.float64
+
+        def per_column(values: list[float]) -> Tensor:  # (M, 1, L*P), broadcast over queries/corners
+            return torch.tensor(values, dtype=self.index_dtype, device=device).view(1, lv, 1).expand(m, lv, p) \
+                .reshape(m, 1, -1)
+
+        self.size = torch.tensor([[w, h] for h, w in shapes], dtype=dtype, device=device)  # (L, 2)
+        self.x_max = per_column([w + 1 for _, w in shapes])
+        self.y_max = per_column([h + 1 for h, _ in shapes])
+        self.y_stride = per_column([(w + 2) * m for _, w in shapes])  # table rows per padded map row
+        heads = torch.arange(m, dtype=self.index_dtype, device=device).view(m, 1, 1)
+        self.base = per_column([s * m for s in starts]) + heads  # table row of each column's (0, 0) corner
+        self.corners = torch.tensor([0.0, 1.0], dtype=dtype, device=device).view(2, 1)  # floor(x) + 0 and + 1
+
+
+def pixel_coordinate(reference: Tensor, offset: Tensor, size: Tensor) -> Tensor:
+    """Sampling position in pixels: the original's normalised location ``reference + offset /
+    size``, then ``grid_sample``'s unnormalisation of ``2 * location - 1``, in the same float
+    operations (the same roundings), so positions equal those of the reference implementation."""
+    grid = 2 * (reference + offset / size) - 1
+    return (grid + 1) * (size / 2) - 0.5
+
+
+def _softmax(x: Tensor) -> Tensor:
+    """Softmax over the last (short) axis; torch's kernel is slow on rows of a dozen."""
+    e = (x - x.detach().amax(-1, keepdim=True)).exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+def deformable_attention(table: Tensor, geom: SamplingGeometry, x: Tensor, y: Tensor, weights: Tensor) -> Tensor:
+    """Bilinear samples of a padded value table, weighted and summed per (query, head).
+
+    table: (rows, D), one row per (padded token, head); x, y: (Q, M, L*P) sampling positions
+    in pixels of each column's level (``grid_sample``'s align_corners=False convention: pixel
+    centres are integers); weights: (Q, M, L*P) attention weights. Returns (Q, M*D).
+
+    Instead of materialising every sample (as ``grid_sample`` per level does), each
+    (query, head) is one bag of 4*L*P table rows with bilinear x attention weights, summed by
+    ``embedding_bag``: one pass, no (Q, M, D, L*P) intermediate.
+    """
+    q, m, k = x.shape
+    # Coordinates of both neighbours along each axis, (Q, M, 2, L*P).
+    xn = x.detach().floor().unsqueeze(2) + geom.corners
+    yn = y.detach().floor().unsqueeze(2) + geom.corners
+    # The weight of a neighbour is 1 - its distance (autograd reaches x, y and weights here).
+    wx = 1 - (x.unsqueeze(2) - xn).abs()
+    wy = (1 - (y.unsqueeze(2) - yn).abs()) * weights.unsqueeze(2)
+    # Shifted by the frame; neighbours outside the map are clamped onto the zero frame.
+    xn, yn = xn.to(geom.index_dtype), yn.to(geom.index_dtype)
+    xs = torch.minimum(xn.add_(1).clamp_(min=0), geom.x_max).mul_(m)
+    ys = torch.addcmul(geom.base, torch.minimum(yn.add_(1).clamp_(min=0), geom.y_max), geom.y_stride)
+    rows = (ys.unsqueeze(3) + xs.unsqueeze(2)).to(torch.int32 if geom.rows < 2**31 else torch.int64)
+    bilinear = wy.unsqueeze(3) * wx.unsqueeze(2)
+    out = F.embedding_bag(rows.view(q * m, -1), table, per_sample_weights=bilinear.view(q * m, -1), mode="sum")
+    return out.view(q, -1)
+
+
+def by_token_blocks(fn, x: Tensor, rows: int = 2048) -> Tensor:
+    """``fn`` (a per-token MLP) over blocks of ``rows`` tokens of x (..., C) when no gradient
+    is needed: its wide hidden layer then stays cache-sized instead of being a fresh
+    (page-faulted) allocation of all tokens at once. Same result up to float rounding."""
+    flat = x.reshape(-1, x.shape[-1])
+    if torch.is_grad_enabled() or flat.shape[0] <= rows:
+        return fn(x)
+    return torch.cat([fn(flat[i:i + rows]) for i in range(0, flat.shape[0], rows)]).view(*x.shape[:-1], -1)
 
 
 class MSDeformAttn(nn.Module):
+    """Multi-scale deformable attention. Two numerically equivalent paths: the reference one
+    (default; op for op transformers', so bit-identical to it), and ``fast`` (what inference
+    through :class:`~mask2former.segmenter.Segmenter` runs): bilinear sampling and weighting
+    in one ``embedding_bag`` over query chunks, several times faster and without the
+    (N*M, D, Lq, L*P) sample tensors. Both support autograd. They differ by float rounding
+    (~1e-7 relative), which can flip a mask-attention decision whose logit is that close to 0.
+    """
+
+    # Queries per step of the fast path: keeps its temporaries small (cache-sized on CPU).
+    chunk = 1024
+
     def __init__(self, dim: int, num_levels: int, num_heads: int, num_points: int):
         super().__init__()
         self.num_levels, self.num_heads, self.num_points = num_levels, num_heads, num_points
@@ -48,6 +160,7 @@ class MSDeformAttn(nn.Module):
         self.attention_weights = nn.Linear(dim, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(dim, dim)
         self.output_proj = nn.Linear(dim, dim)
+        self.fast = False
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -66,16 +179,48 @@ class MSDeformAttn(nn.Module):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.constant_(lin.bias, 0.0)
 
+    def _query_projection(self, query: Tensor) -> Tensor:
+        """(N, Lq, C) -> (N, Lq, 3*M*L*P): x offsets, y offsets, attention logits, one linear."""
+        c = query.shape[-1]
+        k = self.num_heads * self.num_levels * self.num_points
+        if not (isinstance(self.sampling_offsets.weight, Tensor) and isinstance(self.attention_weights.weight, Tensor)):
+            # Replaced layers (e.g. dynamically quantized ones): run them as they are.
+            off = self.sampling_offsets(query).unflatten(-1, (k, 2)).transpose(-1, -2).flatten(-2)
+            return torch.cat([off, self.attention_weights(query)], -1)
+        off_w = self.sampling_offsets.weight.view(k, 2, c).transpose(0, 1).reshape(2 * k, c)
+        off_b = self.sampling_offsets.bias.view(k, 2).t().reshape(2 * k)
+        weight = torch.cat([off_w, self.attention_weights.weight])
+        bias = torch.cat([off_b, self.attention_weights.bias])
+        return F.linear(query, weight, bias)
+
     def forward(self, query: Tensor, reference: Tensor, value: Tensor, shapes: list[tuple[int, int]]) -> Tensor:
         """query: (N, Lq, C); reference: (N, Lq, L, 2) normalised (x, y); value: (N, S, C)."""
         n, lq, c = query.shape
         m, lv, p = self.num_heads, self.num_levels, self.num_points
-        v = self.value_proj(value).view(n, value.shape[1], m, c // m)
-        offsets = self.sampling_offsets(query).view(n, lq, m, lv, p, 2)
-        weights = self.attention_weights(query).view(n, lq, m, lv * p).softmax(-1).view(n, lq, m, lv, p)
-        normaliser = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
-        locations = reference[:, :, None, :, None, :] + offsets / normaliser[None, None, None, :, None, :]
-        return self.output_proj(deformable_attention(v, shapes, locations, weights))
+        if not self.fast:
+            v = self.value_proj(value).view(n, value.shape[1], m, c // m)
+            offsets = self.sampling_offsets(query).view(n, lq, m, lv, p, 2)
+            weights = F.softmax(self.attention_weights(query).view(n, lq, m, lv * p), -1).view(n, lq, m, lv, p)
+            normaliser = torch.tensor([[w, h] for h, w in shapes], dtype=torch.long, device=query.device)
+            locations = reference[:, :, None, :, None, :] + offsets / normaliser[None, None, None, :, None, :]
+            return self.output_proj(deformable_attention_reference(v, shapes, locations, weights))
+        k = lv * p
+        f = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype  # sampling precision
+        table = padded_value_table(self.value_proj(value), shapes).to(f).view(n, -1, c // m)
+        proj = self._query_projection(query)
+        geom = SamplingGeometry(shapes, m, p, query.device, f)
+        ref = reference.to(f).unsqueeze(-2).expand(n, lq, lv, p, 2)
+        size = geom.size.view(lv, 1, 2).expand(lv, p, 2).reshape(1, k, 2)  # (W, H) of each column's level
+        outs = []
+        for b in range(n):
+            for q0 in range(0, lq, self.chunk):
+                q1 = min(q0 + self.chunk, lq)
+                pr = proj[b, q0:q1].to(f).view(q1 - q0, 3, m, k)
+                r = ref[b, q0:q1].reshape(q1 - q0, 1, k, 2)
+                x, y = (pixel_coordinate(r[..., i], pr[:, i], size[..., i]) for i in (0, 1))
+                outs.append(deformable_attention(table[b], geom, x, y, _softmax(pr[:, 2])))
+        out = torch.cat(outs).view(n, lq, c).to(query.dtype)
+        return self.output_proj(out)
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -90,7 +235,7 @@ class DeformableEncoderLayer(nn.Module):
 
     def forward(self, src: Tensor, pos: Tensor, reference: Tensor, shapes: list[tuple[int, int]]) -> Tensor:
         src = self.norm1(src + self.dropout(self.self_attn(src + pos, reference, src, shapes)))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        ffn = by_token_blocks(lambda t: self.linear2(self.dropout(F.relu(self.linear1(t)))), src)
         return self.norm2(src + self.dropout(ffn))
 
 
@@ -173,6 +318,16 @@ class MSDeformAttnPixelDecoder(nn.Module):
             self.output.append(output)
         self.num_fpn = num_fpn
 
+    @property
+    def fast_sampling(self) -> bool:
+        """Whether the deformable attention runs its fast path (see :class:`MSDeformAttn`)."""
+        return all(layer.self_attn.fast for layer in self.transformer.encoder.layers)
+
+    @fast_sampling.setter
+    def fast_sampling(self, on: bool) -> None:
+        for layer in self.transformer.encoder.layers:
+            layer.self_attn.fast = bool(on)
+
     def forward(self, features: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """features: backbone maps, finest first. Returns the mask features (N, mask_dim, H/4, W/4)
         and the three multi-scale maps for the transformer decoder, coarsest first."""
@@ -189,6 +344,21 @@ class MSDeformAttnPixelDecoder(nn.Module):
             start += h * w
         for idx in range(self.num_fpn - 1, -1, -1):
             x = self.lateral[idx](features[idx].float())
-            y = x + F.interpolate(outs[-1], size=x.shape[-2:], mode="bilinear", align_corners=False)
-            outs.append(self.output[idx](y))
+            # outs[-1] is a channels-last view of the encoder's memory; resizing it as such
+            # costs two full-size copies of the result, a contiguous input one small copy.
+            up = F.interpolate(outs[-1].contiguous(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            if torch.is_grad_enabled():
+                outs.append(self.output[idx](x + up))
+            else:  # inference: fewer full-resolution maps alive at once (memory peak)
+                x = x.add_(up)
+                del up
+                outs.append(_norm_conv_inplace(self.output[idx], x))
         return self.mask_features(outs[-1]), outs[: self.num_levels]
+
+
+def _norm_conv_inplace(layer: NormConv2d, x: Tensor) -> Tensor:
+    """``layer(x)`` with its ReLU in place (inference only)."""
+    y = F.conv2d(x, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+    if layer.norm is not None:
+        y = layer.norm(y)
+    return F.relu_(y) if layer.relu else y

@@ -6,6 +6,7 @@ image is ever padded for the sake of another and results do not depend on batch 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
@@ -15,6 +16,8 @@ import torch
 from PIL import Image
 
 from . import outputs as out_files
+from . import precision as precision_mod
+from . import tta as tta_mod
 from .image_io import ImageLoadError, to_rgb_array
 from .model import Mask2FormerForUniversalSegmentation
 from .processor import Mask2FormerImageProcessor, resized_size
@@ -108,13 +111,22 @@ class Segmenter:
     model: a loaded model, a folder, hub id or ``.pkl``. task: defaults to the one the
     checkpoint was trained for. resize: "original" (the original's test-time resize for the
     checkpoint's dataset, padding to a multiple of 32) or "config" (the checkpoint's
-    ``preprocessor_config.json`` as is).
+    ``preprocessor_config.json`` as is). tta / tta_scales / tta_flip, sliding_window (h, w)
+    / window_overlap: semantic task only, see :mod:`mask2former.tta`. precision: "fp32"
+    (exact, default), "bf16", "fp16" (CUDA) or "int8" (CPU), see :mod:`mask2former.precision`;
+    ``self.precision`` says what runs. num_threads: CPU threads (default: one per physical
+    core, unless OMP_NUM_THREADS/MKL_NUM_THREADS chose). compile: ``torch.compile`` the
+    backbone (off by default; compiles for seconds per new input size).
     """
 
     def __init__(self, model: Union[str, os.PathLike, Mask2FormerForUniversalSegmentation], task: Optional[str] = None,
                  device: Optional[str] = None, resize: str = "original", batch_size: int = 1,
                  processor: Optional[Mask2FormerImageProcessor] = None, threshold: Optional[float] = None,
-                 overlap_threshold: float = 0.8):
+                 overlap_threshold: float = 0.8, tta: bool = False,
+                 tta_scales: Sequence[float] = tta_mod.DEFAULT_TTA_SCALES, tta_flip: bool = True,
+                 sliding_window: Optional[Sequence[int]] = None,
+                 window_overlap: float = tta_mod.DEFAULT_WINDOW_OVERLAP, precision: str = "fp32",
+                 num_threads: Optional[int] = None, compile: bool = False):
         from .model_info import ModelInfo
 
         name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "source", "")
@@ -122,6 +134,10 @@ class Segmenter:
             model = Mask2FormerForUniversalSegmentation.from_pretrained(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
+        if self.device.type == "cpu":
+            precision_mod.configure_threads(num_threads)
+        # Optional faster numerics; int8 runs on a quantised copy, the caller's model is untouched.
+        self.model, self.precision = precision_mod.prepare(self.model, precision, self.device, compile=compile)
         self.info = ModelInfo.of(self.model, name)
         self.task = task or self.info.task
         if self.task not in TASKS:
@@ -134,6 +150,11 @@ class Segmenter:
         # The original's defaults: object mask threshold 0.8 (panoptic); instances kept by top-k.
         self.threshold = threshold if threshold is not None else (0.8 if self.task == "panoptic" else 0.0)
         self.overlap_threshold = overlap_threshold
+        # Semantic only (see mask2former.tta): multi-scale + flip averaging, tiled inference.
+        tta_mod.check_options(self.task, tta, tta_scales, sliding_window, window_overlap)
+        self.tta, self.tta_scales, self.tta_flip = bool(tta), tuple(float(s) for s in tta_scales), bool(tta_flip)
+        self.sliding_window = None if sliding_window is None else (int(sliding_window[0]), int(sliding_window[1]))
+        self.window_overlap = float(window_overlap)
 
     # -- preprocessing -------------------------------------------------------------------
     def processed_size(self, h: int, w: int) -> tuple[int, int]:
@@ -193,15 +214,36 @@ class Segmenter:
         for members in groups.values():
             for start in range(0, len(members), bs):
                 part = members[start:start + bs]
-                for (k, rgb), res in zip(part, self._predict([rgb for _, rgb in part])):
+                with self._inference():
+                    results = self._predict([rgb for _, rgb in part])
+                for (k, rgb), res in zip(part, results):
                     done[k] = SegmentationResult(chunk[k][0], rgb, self.task, id2label=self.info.id2label,
                                                  palette=self.info.palette, **res)
         for k in range(len(chunk)):
             yield done[k]
 
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Around every forward, the network's inference fast paths: the pixel decoder's fast
+        deformable sampling, and mask logits for the final prediction only (the decoder's
+        earlier ones serve training losses). Restored afterwards: the model may be shared."""
+        switches = [(getattr(self.model, "pixel_decoder", None), "fast_sampling", True),
+                    (getattr(self.model, "transformer_decoder", None), "auxiliary_masks", False)]
+        saved = [(module, name, getattr(module, name)) for module, name, _ in switches if hasattr(module, name)]
+        for module, name, value in switches:
+            if hasattr(module, name):
+                setattr(module, name, value)
+        try:
+            yield
+        finally:
+            for module, name, value in saved:
+                setattr(module, name, value)
+
     @torch.inference_mode()
     def _predict(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
         """Same-size images -> per image the fields of a SegmentationResult."""
+        if self.tta or self.sliding_window is not None:  # several forwards per image
+            return [{"labels": tta_mod.labels_from_scores(tta_mod.predict_scores(self, rgb))} for rgb in images]
         x = torch.stack([self._tensor(rgb) for rgb in images])
         h, w = x.shape[-2:]
         ph, pw = -(-h // 32) * 32, -(-w // 32) * 32

@@ -22,7 +22,8 @@ def multi_head_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: T
                          mask: Optional[Tensor] = None) -> Tensor:
     """nn.MultiheadAttention's math (its parameters, batch-first tensors) on SDPA.
 
-    q: (B, Lq, C); k, v: (B, Lk, C); mask: (B, heads, Lq, Lk) bool, True = may not attend.
+    q: (B, Lq, C); k, v: (B, Lk, C); mask: additive float mask broadcastable to
+    (B, heads, Lq, Lk) (0 = may attend, -inf = may not), e.g. (B, 1, Lq, Lk) for all heads.
     """
     b, lq, c = q.shape
     h = attn.num_heads
@@ -31,8 +32,39 @@ def multi_head_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: T
     k = F.linear(k, w[c:2 * c], bias[c:2 * c]).view(b, -1, h, c // h).transpose(1, 2)
     v = F.linear(v, w[2 * c:], bias[2 * c:]).view(b, -1, h, c // h).transpose(1, 2)
     drop = attn.dropout if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else ~mask, dropout_p=drop)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
     return attn.out_proj(out.transpose(1, 2).reshape(b, lq, c))
+
+
+def additive_mask(blocked: Tensor, dtype: torch.dtype) -> Tensor:
+    """(B, Q, L) bool, True = may not attend -> (B, 1, Q, L) additive mask shared by all heads.
+
+    A query whose mask covers nothing would attend to nothing: it may see everything instead.
+    """
+    blocked = blocked & ~blocked.all(-1, keepdim=True)
+    mask = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device)
+    return mask.masked_fill_(blocked, float("-inf")).unsqueeze(1)
+
+
+def _resize_axis(x: Tensor, dim: int, size: int) -> Tensor:
+    """Bilinear (align_corners=False) resize of one axis, by gathering the two source lines
+    each output line mixes (F.interpolate's indices and weights)."""
+    n = x.shape[dim]
+    if n == size:
+        return x
+    src = ((torch.arange(size, device=x.device, dtype=torch.float32) + 0.5) * (n / size) - 0.5).clamp_(min=0)
+    i0 = src.long().clamp_(max=n - 1)
+    i1 = (i0 + 1).clamp_(max=n - 1)
+    shape = [1] * x.dim()
+    shape[dim] = size
+    w1 = (src - i0).to(x.dtype).view(shape)
+    return x.index_select(dim, i0) * (1 - w1) + x.index_select(dim, i1) * w1
+
+
+def bilinear_resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, C, H, W) -> (B, C, *size), F.interpolate's bilinear up to float rounding, at the
+    cost of the output (CPU's interpolate copies a large input to shrink it)."""
+    return _resize_axis(_resize_axis(x, 2, size[0]), 3, size[1])
 
 
 class CrossAttentionLayer(nn.Module):
@@ -102,6 +134,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 self.input_proj.append(conv)
             else:
                 self.input_proj.append(nn.Sequential())
+        # Off: earlier predictions skip their full-size mask logits (see forward); inference only.
+        self.auxiliary_masks = True
         self.class_embed = nn.Linear(dim, cfg.num_labels + 1)
         self.mask_embed = MLP(dim, dim, cfg.mask_feature_size, 3)
         for layer in list(self.transformer_self_attention_layers) + list(self.transformer_cross_attention_layers) \
@@ -110,43 +144,54 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
 
-    def forward(self, features: list[Tensor], mask_features: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    def forward(self, features: list[Tensor], mask_features: Tensor) -> tuple[list[Tensor], list[Optional[Tensor]]]:
         """features: three maps (B, C, H_l, W_l), coarsest first; mask_features: (B, D, H/4, W/4).
 
         Returns per-prediction lists (first = before any layer, last = final) of class logits
-        (B, Q, K+1) and mask logits (B, Q, H/4, W/4).
+        (B, Q, K+1) and mask logits (B, Q, H/4, W/4). With ``auxiliary_masks`` off (inference
+        that only needs the final prediction), earlier mask logits are None: each layer's
+        attention mask is then computed at its feature map's size from mask features
+        resized once per level (resizing is linear, so this equals resizing the mask logits
+        up to float rounding), instead of from full-resolution masks.
         """
         b = mask_features.shape[0]
         srcs, pos, sizes = [], [], []
         for i, x in enumerate(features):
-            sizes.append(x.shape[-2:])
+            sizes.append(tuple(x.shape[-2:]))
             p = sine_position_encoding(b, x.shape[2], x.shape[3], self.query_embed.embedding_dim // 2, x.device, x.dtype)
             pos.append(p.flatten(2).transpose(1, 2))
             srcs.append((self.input_proj[i](x).flatten(2) + self.level_embed.weight[i][None, :, None]).transpose(1, 2))
+        lean = not self.auxiliary_masks
+        level_features = None
+        if lean:  # mask features at each level's size, (B, D, H_l*W_l)
+            level_features = [bilinear_resize(mask_features, s).flatten(2) for s in sizes]
         query_pos = self.query_embed.weight.unsqueeze(0).expand(b, -1, -1)
         out = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
-        classes, masks = [], []
-        cls, msk, attn_mask = self.predict(out, mask_features, sizes[0])
-        classes.append(cls)
-        masks.append(msk)
-        for i in range(self.num_layers):
-            lvl = i % self.num_levels
-            # A query whose mask covers nothing would attend to nothing: let it see everything.
-            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
-            out = self.transformer_cross_attention_layers[i](out, srcs[lvl], attn_mask, pos[lvl], query_pos)
+        classes: list[Tensor] = []
+        masks: list[Optional[Tensor]] = []
+        for i in range(self.num_layers + 1):
+            last = i == self.num_layers
+            x = self.decoder_norm(out)
+            classes.append(self.class_embed(x))
+            embed = self.mask_embed(x)
+            nxt = i % self.num_levels  # the level the next layer attends to
+            if lean:
+                masks.append(self.mask_logits(embed, mask_features) if last else None)
+                if not last:
+                    small = torch.bmm(embed, level_features[nxt])
+            else:
+                masks.append(self.mask_logits(embed, mask_features))
+                if not last:
+                    small = F.interpolate(masks[-1], size=sizes[nxt], mode="bilinear", align_corners=False).flatten(2)
+            if last:
+                break
+            attn_mask = additive_mask((small.sigmoid() < 0.5).detach(), srcs[nxt].dtype)
+            out = self.transformer_cross_attention_layers[i](out, srcs[nxt], attn_mask, pos[nxt], query_pos)
             out = self.transformer_self_attention_layers[i](out, query_pos)
             out = self.transformer_ffn_layers[i](out)
-            cls, msk, attn_mask = self.predict(out, mask_features, sizes[(i + 1) % self.num_levels])
-            classes.append(cls)
-            masks.append(msk)
         return classes, masks
 
-    def predict(self, out: Tensor, mask_features: Tensor, size) -> tuple[Tensor, Tensor, Tensor]:
-        """out: (B, Q, C). Returns class logits, mask logits and the next layer's attention mask
-        (B, heads, Q, H_l*W_l), True where the query may not look."""
-        x = self.decoder_norm(out)
-        cls = self.class_embed(x)
-        msk = torch.einsum("bqc,bchw->bqhw", self.mask_embed(x), mask_features)
-        small = F.interpolate(msk, size=size, mode="bilinear", align_corners=False)
-        attn_mask = (small.sigmoid().flatten(2) < 0.5).detach()
-        return cls, msk, attn_mask.unsqueeze(1).expand(-1, self.num_heads, -1, -1)
+    @staticmethod
+    def mask_logits(embed: Tensor, mask_features: Tensor) -> Tensor:
+        """(B, Q, D) x (B, D, H, W) -> (B, Q, H, W)."""
+        return torch.einsum("bqc,bchw->bqhw", embed, mask_features)

@@ -219,3 +219,14 @@ def test_init_from_bare_backbone(tmp_path):
     torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
     with pytest.raises(ValueError, match="wrong.pth"):
         build_train_model("tiny", None, str(tmp_path / "wrong.pth"), {0: "a"}, TINY)
+
+
+@pytest.mark.parametrize("task,key", [("semantic", "mIoU"), ("panoptic", "PQ"), ("instance", "AP")])
+def test_periodic_evaluation_reports_the_task_metric(synthetic, tmp_path, task, key):
+    cfg = config(synthetic, str(tmp_path / task), iterations=2, eval_period=2, task=task)
+    folder = Trainer(cfg).train()
+    metrics = json.loads((tmp_path / task / "model" / "metrics.json").read_text())
+    assert key in metrics and (metrics[key] != metrics[key] or 0 <= metrics[key] <= 100)  # NaN allowed: no match
+    logged = [json.loads(line) for line in (tmp_path / task / "metrics.jsonl").read_text().splitlines()]
+    assert any(key in r for r in logged)
+    assert folder.endswith("model")

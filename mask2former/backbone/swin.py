@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import SwinConfig
+from ..pixel_decoder import by_token_blocks
 
 
 class DropPath(nn.Module):
@@ -35,7 +36,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return by_token_blocks(lambda t: self.fc2(F.gelu(self.fc1(t))), x)
 
 
 def relative_position_index(window: int) -> Tensor:
@@ -56,19 +57,32 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
+    # Windows attended per step: bounds the q/k/v, mask and output temporaries (memory peak)
+    # to a few MB whatever the image size, instead of all windows at once.
+    chunk_bytes = 8 * 2**20
+
     def forward(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
         """x: (B*nW, N, C) windows of N tokens; mask: (nW, N, N) additive or None."""
         bw, n, c = x.shape
-        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B*nW, heads, N, d)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1)  # (heads, N, N)
+        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
+        nw = mask.shape[0] if mask is not None else bw
+        step = max(1, min(nw, self.chunk_bytes // (4 * n * max(3 * c, self.num_heads * n))))
+        # Steps never straddle two images, so each uses one slice of the (nW, ...) mask.
+        outs = [self._attend(x[i + j:i + min(j + step, nw)], bias,
+                             None if mask is None else mask[j:j + step])
+                for i in range(0, bw, nw) for j in range(0, nw, step)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _attend(self, x: Tensor, bias: Tensor, mask: Optional[Tensor]) -> Tensor:
+        bw, n, c = x.shape
+        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (windows, heads, N, d)
+        bias = bias.to(q.dtype)
         if mask is not None:
-            nw = mask.shape[0]
-            bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).unsqueeze(0)  # (1, nW, heads, N, N)
-            bias = bias.expand(bw // nw, -1, -1, -1, -1).reshape(bw, self.num_heads, n, n)
-        # The original scales q before q·kᵀ; passing the scale keeps that order of operations.
-        out = F.scaled_dot_product_attention(q * self.scale, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
+            bias = bias + mask.unsqueeze(1).to(q.dtype)  # (windows, heads, N, N)
+        # A 4-D mask: with a 3-D one SDPA falls back to its (~2.5x slower) math kernel.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
@@ -77,13 +91,6 @@ def window_partition(x: Tensor, w: int) -> Tensor:
     b, h, wd, c = x.shape
     x = x.view(b, h // w, w, wd // w, w, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, w * w, c)
-
-
-def window_reverse(windows: Tensor, w: int, h: int, wd: int) -> Tensor:
-    """(B*nW, w*w, C) -> (B, H, W, C)."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // w, wd // w, w, w, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, wd, c)
 
 
 class SwinBlock(nn.Module):
@@ -97,25 +104,49 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, h: int, w: int, shift_mask: Tensor) -> Tensor:
-        """x: (B, H*W, C); shift_mask: (nW, w*w, w*w) for the padded map."""
+    def forward(self, x: Tensor, h: int, w: int, shift_mask: Tensor, layout: "WindowLayout") -> Tensor:
+        """x: (B, H*W, C); shift_mask: (nW, w*w, w*w) for the padded map; layout: this
+        block's (shifted or not) window order, see :class:`WindowLayout`."""
         b, _, c = x.shape
-        ws = self.window
-        y = self.norm1(x).view(b, h, w, c)
-        pad_b, pad_r = (-h) % ws, (-w) % ws
         # Padding happens after the norm, with zeros, exactly as the original does.
-        if pad_b or pad_r:
-            y = F.pad(y, (0, 0, 0, pad_r, 0, pad_b))
-        hp, wp = h + pad_b, w + pad_r
-        if self.shift:
-            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        y = self.attn(window_partition(y, ws), shift_mask if self.shift else None)
-        y = window_reverse(y, ws, hp, wp)
-        if self.shift:
-            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        y = y[:, :h, :w].reshape(b, h * w, c)
+        y = layout.to_windows(self.norm1(x))
+        y = self.attn(y.view(-1, self.window ** 2, c), shift_mask if self.shift else None)
+        y = layout.from_windows(y.view(b, -1, c))
+        if not (torch.is_grad_enabled() or self.training):  # inference: residuals in place (memory)
+            x = x.add_(y)
+            return x.add_(self.mlp(self.norm2(x)))
         x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class WindowLayout:
+    """Where every token goes when a (H, W) map is zero-padded to whole windows, cyclically
+    shifted by ``-shift`` and cut into windows, as one gather each way (instead of pad, roll,
+    partition and their inverses, each a full copy)."""
+
+    def __init__(self, h: int, w: int, ws: int, shift: int, device: torch.device):
+        hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+        rows = (torch.arange(hp, device=device) + shift) % hp  # padded-map row at each rolled row
+        cols = (torch.arange(wp, device=device) + shift) % wp
+        grid = window_partition((rows[:, None] * wp + cols[None, :]).view(1, hp, wp, 1), ws).flatten()
+        r, cc = grid // wp, grid % wp
+        inside = (r < h) & (cc < w)
+        self.gather = torch.where(inside, r * w + cc, 0)  # token read by each window slot
+        self.padding = (~inside).nonzero().flatten()  # window slots holding padding (zeros)
+        slot = torch.empty(hp * wp, dtype=torch.long, device=device)
+        slot[grid] = torch.arange(hp * wp, device=device)
+        self.scatter = slot.view(hp, wp)[:h, :w].flatten()  # window slot of each token
+
+    def to_windows(self, x: Tensor) -> Tensor:
+        """(B, H*W, C) -> (B, nW*ws*ws, C) in window order, padding slots zero."""
+        y = x.index_select(1, self.gather)
+        if self.padding.numel():
+            y.index_fill_(1, self.padding, 0)
+        return y
+
+    def from_windows(self, y: Tensor) -> Tensor:
+        """(B, nW*ws*ws, C) -> (B, H*W, C): padding dropped, shift undone."""
+        return y.index_select(1, self.scatter)
 
 
 def shifted_window_mask(hp: int, wp: int, ws: int, shift: int, device: torch.device) -> Tensor:
@@ -165,8 +196,9 @@ class SwinStage(nn.Module):
         ws = self.window
         hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
         mask = shifted_window_mask(hp, wp, ws, self.shift, x.device).to(x.dtype)
+        layouts = [WindowLayout(h, w, ws, shift, x.device) for shift in (0, self.shift)]
         for blk in self.blocks:
-            x = blk(x, h, w, mask)
+            x = blk(x, h, w, mask, layouts[1 if blk.shift else 0])
         down = self.downsample(x, h, w) if self.downsample is not None else x
         return x, down, (h + 1) // 2, (w + 1) // 2
 

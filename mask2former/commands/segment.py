@@ -7,8 +7,10 @@ import glob
 import os
 import sys
 import time
+import warnings
 from typing import Any, Optional
 
+from .. import tta
 from ..outputs import AreaTotals, write_area_table, write_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -56,6 +58,15 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="panoptic: object mask threshold (default 0.8); instance: minimum score (default 0)")
     p.add_argument("--no-overlay", action="store_true", help="skip the colour overlay PNGs")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
+                   help="fp32: exact (default); bf16: CPUs with AMX/AVX512-BF16 or GPUs; fp16: GPUs; int8: CPU "
+                        "dynamic quantisation of Linear layers. Faster modes change a few pixels, see "
+                        "docs/performance.md; unavailable ones fall back to fp32 with a message")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: one per physical core unless OMP_NUM_THREADS is set)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the backbone (compiles for seconds per new image size; see docs/performance.md)")
+    tta.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -78,6 +89,7 @@ def _write_one(result: Any, out: str, stem: str, overlay: bool) -> Optional[dict
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..precision import PrecisionFallbackWarning
     from ..segmenter import SegmentationError, Segmenter
 
     errors: list[str] = []
@@ -92,8 +104,15 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"error: {args.out}: output folder is not writable ({e.strerror or e})", file=sys.stderr)
         return 1
-    seg = Segmenter(args.model, task=args.task, device=args.device, resize=args.resize, batch_size=args.batch_size,
-                    threshold=args.threshold)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionFallbackWarning)  # reported below, on one line
+        seg = Segmenter(args.model, task=args.task, device=args.device, resize=args.resize,
+                        batch_size=args.batch_size, threshold=args.threshold, **tta.segmenter_kwargs(args),
+                        precision=args.precision, num_threads=args.threads, compile=args.compile)
+    if seg.precision.message:
+        print(f"warning: {seg.precision.message}", file=sys.stderr)
+    elif args.precision != "fp32":
+        print(f"precision: {seg.precision.path}", file=sys.stderr)
     names = seg.info.id2label
     totals = AreaTotals([names[i] for i in range(len(names))])
     panoptic_entries, failed, done = [], len(errors), 0

@@ -1,0 +1,398 @@
+"""``mask2former evaluate``: score a model, or the files ``mask2former segment`` wrote, against
+a dataset's ground truth with the official metrics (see :mod:`mask2former.evaluation`).
+
+Images stream through: each prediction is added to the evaluator and dropped, so memory
+does not grow with the dataset (instance AP keeps compressed RLEs, as COCO does). Prints a
+table, and with ``--json`` the metrics as JSON on the last line of stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import io
+import json
+import math
+import os
+from collections import deque
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from .. import tta
+from ..io import atomic_write_text
+
+DATASETS = ("folder", "cityscapes", "cityscapes_panoptic", "cityscapes_instance", "coco_panoptic",
+            "coco_instance", "ade20k")
+CONVENTIONS = {
+    "detectron2": "detectron2's SemSegEvaluator: classes without ground truth are left out of mIoU",
+    "detectron2_v0.6": "detectron2 <= v0.6 (the published Mask2Former numbers): a predicted class without "
+                       "ground truth counts as IoU 0 in mIoU",
+    "cityscapes": "cityscapesscripts evalPixelLevelSemanticLabeling: IoU = TP / (TP + FP + FN)",
+}
+RULES = {"panoptic": "panopticapi's pq_compute; cityscapesscripts' evalPanopticSemanticLabeling computes the same",
+         "instance": "COCO mask AP by pycocotools' COCOeval, as detectron2's COCOEvaluator"}
+
+
+def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
+    p = sub.add_parser("evaluate", help="score a model (or 'segment' output files) on a dataset: mIoU, PQ or mask AP")
+    p.add_argument("--model", default=default_model, help="HF folder, hub id or original .pkl (default: %(default)s)")
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset format")
+    p.add_argument("--data-root", required=True, help="dataset folder")
+    p.add_argument("--split", default="val")
+    p.add_argument("--task", choices=["semantic", "panoptic", "instance"],
+                   help="default: the model's task if the dataset has its ground truth, else the dataset's")
+    p.add_argument("--predictions", metavar="DIR",
+                   help="score the files 'mask2former segment' wrote to DIR (run on the split's image folder) "
+                        "instead of running a model")
+    p.add_argument("--convention", choices=sorted(CONVENTIONS),
+                   help="semantic metric convention (default: cityscapes for Cityscapes, else detectron2)")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON on the last line")
+    p.add_argument("--out", help="write metrics.json, per_class.csv and confusion_matrix.png here")
+    p.add_argument("--device", default=None)
+    p.add_argument("--resize", choices=["original", "config"], default="original",
+                   help="test-time resize, as in 'segment' (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--threshold", type=float, default=None, help="as in 'segment'")
+    tta.add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def image_folder(ds: Any, kind: str, root: str, split: str) -> str:
+    """The folder 'segment' is run on for this split: output stems are paths relative to it."""
+    if getattr(ds, "image_dir", None):  # COCO formats
+        return ds.image_dir
+    if kind.startswith("cityscapes"):
+        return os.path.join(root, "leftImg8bit", split)
+    if kind == "ade20k":
+        return os.path.join(ds.root, "images", {"train": "training", "val": "validation"}.get(split, split))
+    return os.path.join(root, "images", split)
+
+
+def stem_of(path: str, folder: str) -> str:
+    rel = os.path.relpath(path, folder)
+    return os.path.splitext(os.path.basename(path) if rel.startswith("..") else rel)[0]
+
+
+def supported(ds: Any, task: str) -> bool:
+    if task == "semantic":
+        return True
+    return ds.task == task or (task == "instance" and ds.task == "panoptic")
+
+
+class Scorer:
+    """One task's evaluator(s), fed one image at a time; GT comes from dataset samples."""
+
+    def __init__(self, task: str, ds: Any, convention: str, names: Optional[list[str]] = None) -> None:
+        from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
+
+        self.task, self.ds = task, ds
+        classes = getattr(ds, "semantic_classes", ds.classes) if task == "semantic" else ds.classes
+        self.classes, self.names = classes, names or [c.name for c in classes]
+        # Semantic confusion: the semantic metrics, or for panoptic the picture of its label maps.
+        self.semantic = SemanticEvaluator(len(classes), ds.ignore_value, self.names, convention) \
+            if task != "instance" else None
+        if task == "panoptic":
+            self.panoptic = PanopticEvaluator([{"id": i, "name": self.names[i], "isthing": int(c.isthing)}
+                                               for i, c in enumerate(classes)])
+        if task == "instance":
+            self.thing_ids = [i for i, c in enumerate(classes) if c.isthing]
+            self.instance = InstanceEvaluator([{"id": i, "name": self.names[i]} for i in self.thing_ids])
+            self.counts = {i: [0, 0] for i in self.thing_ids}  # class -> [GT instances, predictions]
+        self.num_images = 0
+
+    def add(self, index: int, sample: dict[str, Any], stem: str, pred: Any) -> None:
+        if self.task == "semantic":
+            self.semantic.update(_check_shape(pred, sample["sem_seg"], stem), sample["sem_seg"])
+        elif self.task == "panoptic":
+            ids, segments = pred
+            _check_shape(ids, sample["pan_seg"], stem)
+            self.panoptic.update(ids, segments, sample["pan_seg"], sample["segments"])
+            lut = np.full(int(ids.max(initial=0)) + 1, -1, dtype=np.int64)
+            for s in segments:
+                lut[s["id"]] = s["category_id"]
+            self.semantic.update(lut[ids], sample["sem_seg"])
+        else:
+            h, w = sample["image"].shape[:2]
+            gt = self._instance_gt(index, sample)
+            self.instance.add_ground_truth(stem, h, w, annotations=gt)
+            kept = [r for r in pred if int(r["category_id"]) in self.counts]
+            self.instance.add_results(kept)
+            for a in gt:
+                self.counts[int(a["category_id"])][0] += not a.get("iscrowd", 0)
+            for r in kept:
+                self.counts[int(r["category_id"])][1] += 1
+        self.num_images += 1
+
+    def _instance_gt(self, index: int, sample: dict[str, Any]) -> list[dict[str, Any]]:
+        from pycocotools import mask as mask_utils
+
+        from ..evaluation import encode_masks
+
+        if hasattr(self.ds, "coco"):  # the JSON's own annotations: COCO sizes objects by their JSON area
+            anns = self.ds.coco.loadAnns(self.ds.coco.getAnnIds(imgIds=[self.ds.image_ids[index]]))
+            return [{**a, "category_id": self.ds.to_contiguous[a["category_id"]]} for a in anns]
+        segs = [s for s in sample["segments"] if s.get("isthing")]
+        if "masks" in sample:
+            masks = sample["masks"][[s.get("isthing", True) for s in sample["segments"]]]
+        else:
+            masks = np.stack([sample["pan_seg"] == s["id"] for s in segs]) if segs else np.zeros((0, 1, 1), bool)
+        rles = encode_masks(masks)
+        return [{"category_id": s["category_id"], "segmentation": r, "iscrowd": int(s.get("iscrowd", 0)),
+                 "area": float(mask_utils.area(r))} for s, r in zip(segs, rles)]
+
+    def metrics(self) -> dict[str, Any]:
+        """The evaluator's detectron2-style dict, in percent."""
+        return getattr(self, self.task).compute()  # the evaluator attributes are named after the tasks
+
+    def per_class(self, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = []
+        if self.task == "semantic":
+            m = self.semantic.conf_matrix
+            for i, n in enumerate(self.names):
+                rows.append({"class_id": i, "class_name": n, "IoU": metrics[f"IoU-{n}"], "ACC": metrics[f"ACC-{n}"],
+                             "gt_pixels": int(m[:, i].sum()), "pred_pixels": int(m[i, :].sum())})
+        elif self.task == "panoptic":
+            stat = self.panoptic.pq_stat()
+            for i, (c, n) in enumerate(zip(self.classes, self.names)):
+                rows.append({"class_id": i, "class_name": n, "isthing": int(c.isthing),
+                             **{k: metrics[f"{k}-{n}"] for k in ("PQ", "SQ", "RQ")},
+                             **{k.upper(): stat[i][k] for k in ("tp", "fp", "fn")}})
+        else:
+            rows = [{"class_id": i, "class_name": self.names[i], "AP": metrics[f"AP-{self.names[i]}"],
+                     "gt_instances": self.counts[i][0], "predictions": self.counts[i][1]} for i in self.thing_ids]
+        return rows
+
+
+def _check_shape(pred: np.ndarray, gt: np.ndarray, stem: str) -> np.ndarray:
+    if pred.shape != gt.shape[:2]:
+        raise ValueError(f"{stem}: prediction is {pred.shape[1]}x{pred.shape[0]}, "
+                         f"ground truth {gt.shape[1]}x{gt.shape[0]}")
+    return pred
+
+
+def prediction_of(result: Any, task: str, stem: str) -> Any:
+    """What the scorer needs from a SegmentationResult, exactly as 'segment' writes it."""
+    if task == "semantic":
+        return result.labels
+    if task == "panoptic":
+        return result.segment_ids, [{"id": int(s["id"]), "category_id": int(s["category_id"])} for s in result.segments]
+    return result.coco_instances(stem)  # scores rounded as in the files
+
+
+class FileReader:
+    """Predictions from a 'segment' output folder."""
+
+    def __init__(self, folder: str, task: str) -> None:
+        self.folder, self.task = folder, task
+        if not os.path.isdir(folder):
+            raise ValueError(f"{folder}: no such predictions folder")
+        self.panoptic: dict[str, dict[str, Any]] = {}
+        if task == "panoptic":
+            path = os.path.join(folder, "panoptic.json")
+            if not os.path.isfile(path):
+                raise ValueError(f"{path}: missing (panoptic predictions need 'segment --task panoptic' output)")
+            with open(path, encoding="utf-8") as f:
+                self.panoptic = {str(a["image_id"]): a for a in json.load(f)["annotations"]}
+
+    def __call__(self, stem: str) -> Any:
+        from PIL import Image
+
+        from ..evaluation import read_panoptic_png
+
+        base = os.path.join(self.folder, stem)
+        path = base + ("_labels.png" if self.task == "semantic" else "_instances.json")
+        if self.task != "panoptic" and not os.path.isfile(path):
+            raise ValueError(f"{path}: prediction file is missing")
+        if self.task == "semantic":
+            with Image.open(path) as im:  # void is 255 in 8-bit files, 65535 in 16-bit ones
+                labels, void = np.asarray(im).astype(np.int64), 255 if im.mode in ("L", "P") else 65535
+            if labels.ndim != 2:
+                raise ValueError(f"{path}: expected a single-channel label PNG")
+            return np.where(labels == void, -1, labels)
+        if self.task == "panoptic":
+            if stem not in self.panoptic:
+                raise ValueError(f"{os.path.join(self.folder, 'panoptic.json')}: no prediction for image {stem}")
+            entry = self.panoptic[stem]
+            return read_panoptic_png(os.path.join(self.folder, entry["file_name"])), entry["segments_info"]
+        with open(path, encoding="utf-8") as f:
+            return [{**r, "image_id": stem} for r in json.load(f)]
+
+
+def _guess_task(folder: str) -> str:
+    if os.path.isfile(os.path.join(folder, "panoptic.json")):
+        return "panoptic"
+    found = glob.glob(os.path.join(glob.escape(folder), "**", "*_instances.json"), recursive=True)
+    return "instance" if found else "semantic"
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import build_dataset
+    from .segment import _bar
+
+    ds = build_dataset(args.dataset, args.data_root, args.split)
+    count = len(ds) if args.limit is None else max(0, min(args.limit, len(ds)))
+    folder = image_folder(ds, args.dataset, args.data_root, args.split)
+    seg, tiled = None, args.tta or args.sliding_window is not None
+    if args.predictions:
+        if tiled:
+            raise ValueError("--tta and --sliding-window apply when running a model, not to --predictions files")
+        task = args.task or _guess_task(args.predictions)
+    else:
+        from ..model import Mask2FormerForUniversalSegmentation
+        from ..model_info import ModelInfo
+        from ..segmenter import Segmenter
+
+        model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model)
+        own = ModelInfo.of(model, args.model).task
+        task = args.task or ("semantic" if tiled else own if supported(ds, own) else ds.task)
+        seg = Segmenter(model, task=task, device=args.device, resize=args.resize, batch_size=args.batch_size,
+                        threshold=args.threshold, **tta.segmenter_kwargs(args))
+    if not supported(ds, task):
+        raise ValueError(f"{args.dataset} dataset at {args.data_root} has no {task} ground truth")
+    default = "cityscapes" if args.dataset.startswith("cityscapes") and task == "semantic" else "detectron2"
+    convention = args.convention or default
+    if task == "instance" and convention == "cityscapes":
+        raise ValueError("cityscapesscripts' instance AP is not implemented; use --convention detectron2 (mask AP)")
+    names = None
+    if seg is not None:
+        n = len(getattr(ds, "semantic_classes", ds.classes) if task == "semantic" else ds.classes)
+        if len(seg.info.id2label) != n:
+            raise ValueError(f"the model has {len(seg.info.id2label)} classes, the {task} ground truth of "
+                             f"{args.dataset} has {n}")
+        if args.dataset == "ade20k":  # the dataset files carry no class names; checkpoints do
+            names = [seg.info.id2label[i] for i in range(n)]
+    scorer = Scorer(task, ds, convention, names)
+
+    bar = _bar(count)
+    for index, sample, stem, pred in iter_predictions(ds, count, folder, seg, task, args.predictions):
+        scorer.add(index, sample, stem, pred)
+        bar.update(1)
+    bar.close()
+    metrics = scorer.metrics()
+    info = {"task": task, "dataset": args.dataset, "split": args.split, "num_images": scorer.num_images,
+            "convention": convention if task == "semantic" else ("pq_compute" if task == "panoptic" else "coco")}
+    result = {**info, **metrics}
+    rows = scorer.per_class(metrics)
+    source = f"predictions {args.predictions}" if args.predictions else f"model {args.model}"
+    print(f"{task} evaluation of {source} on {args.dataset} {args.split} ({scorer.num_images} images)")
+    print(f"convention: {info['convention']} ({CONVENTIONS[convention] if task == 'semantic' else RULES[task]})")
+    if task == "instance" and args.dataset.startswith("cityscapes"):
+        print("note: Cityscapes' official instance AP (cityscapesscripts) differs from COCO mask AP")
+    print(format_table(task, metrics, rows))
+    if args.out:
+        write_outputs(args.out, result, rows, scorer)
+        print(f"wrote metrics.json, per_class.csv{', confusion_matrix.png' if scorer.semantic else ''} to {args.out}")
+    if args.json:
+        print(json.dumps(_jsonable(result)))
+    return 0
+
+
+def iter_predictions(ds: Any, count: int, folder: str, seg: Any, task: str, pred_dir: Optional[str]
+                 ) -> Iterator[tuple[int, dict[str, Any], str, Any]]:
+    """(index, sample, stem, prediction) per image, in dataset order."""
+    if pred_dir:
+        read = FileReader(pred_dir, task)
+        for i in range(count):
+            sample = ds[i]
+            stem = stem_of(sample["file_name"], folder)
+            yield i, sample, stem, read(stem)
+        return
+    from ..segmenter import SegmentationError
+
+    pending: deque = deque()  # samples handed to the segmenter, waiting for their result
+
+    def images() -> Iterator[np.ndarray]:
+        for i in range(count):
+            sample = ds[i]
+            pending.append((i, sample))
+            yield sample["image"]
+
+    for result in seg.stream(images()):
+        i, sample = pending.popleft()
+        if isinstance(result, SegmentationError):
+            raise ValueError(f"{sample['file_name']}: {result.message}")
+        stem = stem_of(sample["file_name"], folder)
+        yield i, sample, stem, prediction_of(result, task, stem)
+
+
+# -- reporting ----------------------------------------------------------------------------
+
+SUMMARY = {"semantic": ["mIoU", "fwIoU", "mACC", "pACC"],
+           "panoptic": ["PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"],
+           "instance": ["AP", "AP50", "AP75", "APs", "APm", "APl"]}
+
+
+def _fmt(v: Any) -> str:
+    return ("-" if math.isnan(v) else f"{v:.2f}") if isinstance(v, float) else str(v)
+
+
+def format_table(task: str, metrics: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Overall metrics, then one line per class (percent; '-' where undefined)."""
+    keys = SUMMARY[task]
+    lines = ["  ".join(f"{k:>7}" for k in keys), "  ".join(f"{_fmt(metrics[k]):>7}" for k in keys), ""]
+    cols = [k for k in rows[0] if k not in ("class_id", "class_name")] if rows else []
+    width = max([10] + [len(r["class_name"]) for r in rows])
+    sizes = [max(7, len(c)) for c in cols]
+    lines.append(f"{'class':<{width}}  " + "  ".join(f"{c:>{n}}" for c, n in zip(cols, sizes)))
+    for r in rows:
+        lines.append(f"{r['class_name']:<{width}}  " + "  ".join(f"{_fmt(r[c]):>{n}}" for c, n in zip(cols, sizes)))
+    return "\n".join(lines)
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN (undefined metrics) becomes null: strict JSON readers reject NaN."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (float, np.floating)):
+        return None if math.isnan(obj) else float(obj)
+    return int(obj) if isinstance(obj, np.integer) else obj
+
+
+def write_outputs(out: str, result: dict[str, Any], rows: list[dict[str, Any]], scorer: Scorer) -> None:
+    os.makedirs(out, exist_ok=True)
+    atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(_jsonable(result), indent=1) + "\n")
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows([_jsonable(r) for r in rows])
+    atomic_write_text(os.path.join(out, "per_class.csv"), buf.getvalue())
+    if scorer.semantic is not None:
+        save_confusion_png(scorer.semantic.conf_matrix, scorer.names, os.path.join(out, "confusion_matrix.png"))
+
+
+def save_confusion_png(conf: np.ndarray, names: list[str], path: str) -> None:
+    """Rows: ground-truth class, normalised to sum 1; columns: predicted class, plus
+    '(void)' for pixels predicted as no class. Ignored GT pixels are left out."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+    from ..io import atomic_path
+
+    m = conf[:, :-1].T.astype(np.float64)  # our layout is (pred, gt): transpose to (gt, pred)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.nan_to_num(m / m.sum(axis=1, keepdims=True))
+    n = len(names)
+    side, font = min(40.0, max(5.0, 0.3 * n + 3)), max(3.0, min(9.0, 300 / max(n, 1)))
+    fig = Figure(figsize=(side, side))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n + 1), names + ["(void)"], rotation=90, fontsize=font)
+    ax.set_yticks(range(n), names, fontsize=font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    if n <= 25:  # cell values are readable only for small class counts
+        for (i, j), v in np.ndenumerate(m):
+            if v >= 0.005:
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=font * 0.8,
+                        color="white" if v > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)

@@ -1,0 +1,191 @@
+"""Inference speed paths: the fast deformable attention and the lean decoder equal the exact
+formulation; the optional precision modes run, fall back cleanly, and agree with fp32."""
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hf_models import SMALL_HEAD, SMALL_SWIN, hf_forward, hf_model, save_hf
+from mask2former import Mask2FormerForUniversalSegmentation, precision
+from mask2former.pixel_decoder import (MSDeformAttn, deformable_attention_reference, reference_points)
+from mask2former.processor import Mask2FormerImageProcessor
+from mask2former.segmenter import Segmenter
+from mask2former.train.model_init import architecture_config
+
+NAMES = ["road", "sky", "tree", "car", "person", "sign", "dog"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = architecture_config("tiny", dict(enumerate(NAMES)), {"num_queries": 10, "decoder_layers": 4})
+    m = Mask2FormerForUniversalSegmentation(cfg).eval()
+    with torch.no_grad():  # sharper, more varied predictions than the random init gives
+        m.transformer_decoder.class_embed.weight.mul_(30)
+        for p in m.transformer_decoder.mask_embed.parameters():
+            p.mul_(3.0)
+    return m
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    from mask2former.data.synthetic import render_scene
+
+    return [render_scene(rng, (192, 256))[0] for _ in range(2)]
+
+
+def segment(model, images, **kw):
+    seg = Segmenter(model, task="semantic", device="cpu", resize="config",
+                    processor=Mask2FormerImageProcessor(do_resize=False), num_threads=torch.get_num_threads(), **kw)
+    return seg, [r.labels for r in seg(images)]
+
+
+def agreement(a, b) -> float:
+    return float(np.mean([(x == y).mean() for x, y in zip(a, b)]))
+
+
+# -- exact paths --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fast_deformable_attention_matches_the_reference(batch):
+    torch.manual_seed(0)
+    shapes = [(9, 13), (5, 7), (3, 4)]
+    attn = MSDeformAttn(32, 3, 4, 4)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(0, 0.3)  # offsets reach well outside the maps
+        attn.sampling_offsets.bias.mul_(10)
+    attn.chunk = 16  # several query chunks per image
+    s = sum(h * w for h, w in shapes)
+    query, value = torch.randn(batch, s, 32, requires_grad=True), torch.randn(batch, s, 32, requires_grad=True)
+    ref = reference_points(shapes, query.device, query.dtype).expand(batch, -1, 3, -1)
+    expected = attn(query, ref, value, shapes)
+    attn.fast = True
+    ours = attn(query, ref, value, shapes)
+    assert (ours - expected).abs().max() < 1e-5
+    g_ours = torch.autograd.grad(ours.square().sum(), (query, value))
+    g_ref = torch.autograd.grad(expected.square().sum(), (query, value))
+    for a, b in zip(g_ours, g_ref):
+        assert (a - b).abs().max() < 1e-3 * (1 + b.abs().max())
+
+
+def test_reference_path_is_transformers_arithmetic():
+    from transformers.models.mask2former.modeling_mask2former import multi_scale_deformable_attention
+
+    torch.manual_seed(0)
+    shapes = [(9, 13), (5, 7), (3, 4)]
+    value = torch.randn(2, sum(h * w for h, w in shapes), 4, 8)
+    loc = torch.rand(2, 30, 4, 3, 4, 2) * 1.4 - 0.2
+    w = torch.rand(2, 30, 4, 3, 4).softmax(-1)
+    assert torch.equal(deformable_attention_reference(value, shapes, loc, w),
+                       multi_scale_deformable_attention(value, shapes, loc, w))
+
+
+@pytest.mark.parametrize("kwargs,size", [(SMALL_SWIN, (256, 288)),
+                                         (dict(SMALL_SWIN, window_size=5, depths=[1, 3, 2, 1]), (230, 301))])
+def test_inference_fast_paths_match_transformers(tmp_path, kwargs, size):
+    """What the Segmenter runs (fast sampling, final mask logits only) against transformers."""
+    ref_model = hf_model("swin", kwargs, **SMALL_HEAD)
+    ours = Mask2FormerForUniversalSegmentation.from_pretrained(save_hf(ref_model, tmp_path))
+    ours.pixel_decoder.fast_sampling, ours.transformer_decoder.auxiliary_masks = True, False
+    x = torch.randn(1, 3, *size)
+    with torch.inference_mode():
+        out = ours(x)
+    ref = hf_forward(ref_model, x)
+    assert (out.class_queries_logits - ref.class_queries_logits).abs().max() <= 1e-4
+    assert (out.masks_queries_logits - ref.masks_queries_logits).abs().max() <= 1e-4
+
+
+def test_lean_decoder_gives_the_same_final_prediction(model):
+    x = torch.randn(1, 3, 160, 224)
+    with torch.inference_mode():
+        full = model(x)
+        model.transformer_decoder.auxiliary_masks = False
+        try:
+            lean = model(x)
+        finally:
+            model.transformer_decoder.auxiliary_masks = True
+    assert torch.allclose(lean.class_queries_logits, full.class_queries_logits, atol=1e-4)
+    assert torch.allclose(lean.masks_queries_logits, full.masks_queries_logits, atol=1e-4)
+    assert all(a["masks_queries_logits"] is None for a in lean.auxiliary_logits)
+    assert model.transformer_decoder.auxiliary_masks  # the Segmenter restores it too
+
+
+def test_segmenter_fp32_is_the_plain_model(model, images):
+    seg, labels = segment(model, images)
+    assert seg.precision.used == "fp32" and seg.precision.message is None
+    # The inference switches are restored after each call.
+    assert model.transformer_decoder.auxiliary_masks and not model.pixel_decoder.fast_sampling
+    proc = Mask2FormerImageProcessor(do_resize=False)
+    expected = []
+    with torch.inference_mode():
+        for rgb in images:
+            out = model(proc([rgb])["pixel_values"])  # the reference paths
+            expected.append(proc.post_process_semantic_segmentation(out, resize_before_inference=False)[0].numpy())
+    assert agreement(labels, expected) >= 0.9999
+    assert len(np.unique(np.concatenate([l.ravel() for l in labels]))) >= 2  # the comparison means something
+
+
+# -- optional modes -----------------------------------------------------------------------
+
+
+def test_unknown_precision_is_refused(model):
+    with pytest.raises(ValueError, match="precision"):
+        Segmenter(model, task="semantic", device="cpu", precision="fp8")
+
+
+def test_unavailable_modes_fall_back_to_fp32_with_a_message(model, images, monkeypatch):
+    _, exact = segment(model, images)
+    with pytest.warns(precision.PrecisionFallbackWarning, match="fp16"):
+        seg, labels = segment(model, images, precision="fp16")
+    assert seg.precision.used == "fp32" and "fp16" in seg.precision.message
+    assert agreement(labels, exact) == 1.0
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
+    with pytest.warns(precision.PrecisionFallbackWarning, match="AVX512-BF16"):
+        seg, labels = segment(model, images, precision="bf16")
+    assert seg.precision.used == "fp32" and agreement(labels, exact) == 1.0
+
+
+def test_bf16_agrees_with_fp32(model, images, monkeypatch):
+    """Runs everywhere: without native bf16 the same autocast path is forced (only slower)."""
+    _, exact = segment(model, images)
+    if precision.cpu_bf16_path() is None:
+        monkeypatch.setattr(precision, "cpu_bf16_path", lambda: "forced for the test")
+    seg, labels = segment(model, images, precision="bf16")
+    assert seg.precision.used == "bf16" and "bfloat16" in seg.precision.path
+    assert agreement(labels, exact) >= 0.99
+    assert model.transformer_decoder.auxiliary_masks and isinstance(seg.model.inner, Mask2FormerForUniversalSegmentation)
+
+
+def test_int8_agrees_with_fp32_and_leaves_the_model_alone(model, images):
+    _, exact = segment(model, images)
+    seg, labels = segment(model, images, precision="int8")
+    assert seg.precision.used == "int8"
+    assert agreement(labels, exact) >= 0.99
+    assert type(model.backbone.layers[0].blocks[0].mlp.fc1) is nn.Linear  # the caller's model is not quantised
+    assert type(seg.model.backbone.layers[0].blocks[0].mlp.fc1) is not nn.Linear
+
+
+def test_plans():
+    cpu = torch.device("cpu")
+    assert precision.plan_precision("int8", torch.device("cuda")).used == "fp32"
+    assert precision.plan_precision("fp32", cpu).path.startswith("float32")
+    flags = precision.cpu_flags()
+    if "amx_bf16" in flags or "avx512_bf16" in flags:
+        assert precision.plan_precision("bf16", cpu).used == "bf16"
+
+
+def test_threads(monkeypatch):
+    assert precision.physical_cores() >= 1
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert precision.configure_threads() == before  # the environment chose: left alone
+        assert precision.configure_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)
