@@ -254,7 +254,8 @@ class Segmenter:
         sizes = [rgb.shape[:2] for rgb in images]
         p = self.processor
         if self.task == "semantic":
-            maps = p.post_process_semantic_segmentation(outputs, target_sizes=sizes, resize_before_inference=False)
+            maps = p.post_process_semantic_segmentation(outputs, target_sizes=sizes, resize_before_inference=False,
+                                                        max_bytes=_semantic_budget(len(self.info.id2label), x, sizes))
             return [{"labels": m.cpu().numpy().astype(np.int64)} for m in maps]
         if self.task == "panoptic":
             res = p.post_process_panoptic_segmentation(outputs, threshold=self.threshold,
@@ -264,6 +265,16 @@ class Segmenter:
         res = p.post_process_instance_segmentation(outputs, threshold=self.threshold, target_sizes=sizes,
                                                    return_binary_maps=True, thing_label_ids=self.info.thing_ids)
         return [_instance_fields(r) for r in res]
+
+
+def _semantic_budget(num_classes: int, x: torch.Tensor, sizes: list) -> int:
+    """Post-processing memory budget that holds every class map at once (up to 4x the default),
+    so that the per-query upsampling runs once rather than once per block of classes."""
+    from .postprocess import DEFAULT_MAX_BYTES
+
+    padded = x.shape[-2] * x.shape[-1]
+    need = max(4 * num_classes * (padded + h * w) for h, w in sizes)
+    return int(min(max(need, DEFAULT_MAX_BYTES), 4 * DEFAULT_MAX_BYTES))
 
 
 def _score(value: float) -> float:

@@ -1,7 +1,7 @@
 """Original (detectron2) checkpoints: name mapping, architecture inference, safety, parity.
 
 Fake checkpoints are built two ways: from the original's exact state-dict listings in
-/work/shared/reference (names, shapes, dtypes of three released configs), and from a small
+../shared/reference (names, shapes, dtypes of three released configs), and from a small
 random ``transformers`` Mask2Former renamed to the original's names by a mapping written here
 from the original code's names (checked against those listings), so that the logits of the
 loaded model can be compared with the ``transformers`` model's.
@@ -22,8 +22,9 @@ from mask2former.checkpoint import CheckpointMismatchError, load_model
 from mask2former.checkpoint.detectron2 import UnsafeCheckpointError, read_detectron2_checkpoint
 from mask2former.checkpoint.labels import DATASETS, palette
 
-REFERENCE = "/work/shared/reference/original-state-dicts"
-torch.set_num_threads(1)
+# The original's state-dict listings live in shared/ beside the checkout (also in CI).
+REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                         "reference", "original-state-dicts")
 
 
 def _listing(name: str) -> dict:
