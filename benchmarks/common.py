@@ -56,3 +56,13 @@ def timed(fn, repeats: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - t)
     return times
+
+
+def write_results(out: str, rows: list[dict[str, Any]], table: str) -> None:
+    """``out``.json (raw rows) and ``out``.md (the table), and the table on stdout."""
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(rows, f, indent=1)
+    with open(out + ".md", "w") as f:
+        f.write(table)
+    print(table)

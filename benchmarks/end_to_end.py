@@ -37,7 +37,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import checkpoint, peak_mb, rss_mb, run_isolated  # noqa: E402
+from common import checkpoint, peak_mb, rss_mb, run_isolated, write_results  # noqa: E402
 
 STAGES = ("preprocess", "backbone", "pixel_decoder", "transformer_decoder", "postprocess")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -271,12 +271,7 @@ def main() -> None:
                 print(f"{arch} {size[0]}x{size[1]} b{batch} ({res['threads']} threads): time ours/transformers = "
                       f"{row['time_ratio']:.2f} ({res['ours']['seconds']:.2f}s / {res['transformers']['seconds']:.2f}s)"
                       + (f", peak memory ratio = {row['memory_ratio']:.2f}" if "memory" in row else ""), flush=True)
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    with open(a.out + ".json", "w") as f:
-        json.dump(rows, f, indent=1)
-    with open(a.out + ".md", "w") as f:
-        f.write(markdown(rows))
-    print(markdown(rows))
+    write_results(a.out, rows, markdown(rows))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Writes benchmarks/results/precision.json and .md (or --out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ARCHS, checkpoint  # noqa: E402
+from common import ARCHS, checkpoint, write_results  # noqa: E402
 from end_to_end import RESULTS, make_images  # noqa: E402
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "demo-street")
@@ -105,12 +104,7 @@ def main() -> None:
                 print(f"{rows[-1]['model']} {size[0]}x{size[1]} {r['mode']} ({r['path']}): {r['seconds']:.2f}s, "
                       f"{r['speedup']:.2f}x, labels {100 * r['label_agreement']:.3f}% = fp32, mask decisions "
                       f"{100 * r['mask_agreement']:.2f}%" + (f" [{r['note']}]" if r["note"] else ""), flush=True)
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    with open(a.out + ".json", "w") as f:
-        json.dump(rows, f, indent=1)
-    with open(a.out + ".md", "w") as f:
-        f.write(markdown(rows))
-    print(markdown(rows))
+    write_results(a.out, rows, markdown(rows))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ def batch(n: int, size: list[int], num_labels: int):
 
 
 def measure(args: dict) -> dict:
-    import torch
 
     x, masks, labels = batch(args["batch"], args["size"], 19)
     if args["impl"] == "ours":
