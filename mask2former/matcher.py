@@ -6,7 +6,7 @@ at random points rather than every pixel to keep matching cheap (Mask2Former, Se
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
