@@ -66,3 +66,11 @@ def write_results(out: str, rows: list[dict[str, Any]], table: str) -> None:
     with open(out + ".md", "w") as f:
         f.write(table)
     print(table)
+
+
+def ratio_row(res: dict[str, dict[str, float]], **meta: Any) -> dict[str, Any]:
+    """One result row from the isolated measurements of "ours" and "transformers"."""
+    ours, ref = res["ours"], res["transformers"]
+    return dict(meta, ours_s=ours["seconds"], transformers_s=ref["seconds"],
+                time_ratio=ours["seconds"] / ref["seconds"], ours_peak_mb=ours["peak_mb"],
+                transformers_peak_mb=ref["peak_mb"], memory_ratio=ours["peak_mb"] / max(ref["peak_mb"], 1e-9))

@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import checkpoint, peak_mb, rss_mb, run_isolated, timed  # noqa: E402
+from common import checkpoint, peak_mb, ratio_row, rss_mb, run_isolated, timed  # noqa: E402
 
 
 def measure(args: dict) -> dict:
@@ -47,11 +47,7 @@ def main() -> None:
         folder = checkpoint(arch)
         res = {impl: run_isolated(__file__, dict(impl=impl, folder=folder, size=a.size, batch=a.batch,
                                                   repeats=a.repeats)) for impl in ("transformers", "ours")}
-        row = dict(arch=arch, size=a.size, batch=a.batch,
-                   ours_s=res["ours"]["seconds"], transformers_s=res["transformers"]["seconds"],
-                   time_ratio=res["ours"]["seconds"] / res["transformers"]["seconds"],
-                   ours_peak_mb=res["ours"]["peak_mb"], transformers_peak_mb=res["transformers"]["peak_mb"],
-                   memory_ratio=res["ours"]["peak_mb"] / max(res["transformers"]["peak_mb"], 1e-9))
+        row = ratio_row(res, arch=arch, size=a.size, batch=a.batch)
         rows.append(row)
         print(f"{arch} {a.size[0]}x{a.size[1]} b{a.batch}: time ours/transformers = {row['time_ratio']:.2f} "
               f"({row['ours_s']:.2f}s / {row['transformers_s']:.2f}s), peak memory ratio = "

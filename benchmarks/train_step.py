@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import checkpoint, peak_mb, rss_mb, run_isolated, timed  # noqa: E402
+from common import checkpoint, peak_mb, ratio_row, rss_mb, run_isolated, timed  # noqa: E402
 
 
 def batch(n: int, size: list[int], num_labels: int):
@@ -66,11 +66,7 @@ def main() -> None:
     folder = checkpoint(a.arch)
     res = {impl: run_isolated(__file__, dict(impl=impl, folder=folder, size=a.size, batch=a.batch, repeats=a.repeats))
            for impl in ("transformers", "ours")}
-    row = dict(arch=a.arch, size=a.size, batch=a.batch, ours_s=res["ours"]["seconds"],
-               transformers_s=res["transformers"]["seconds"],
-               time_ratio=res["ours"]["seconds"] / res["transformers"]["seconds"],
-               ours_peak_mb=res["ours"]["peak_mb"], transformers_peak_mb=res["transformers"]["peak_mb"],
-               memory_ratio=res["ours"]["peak_mb"] / max(res["transformers"]["peak_mb"], 1e-9))
+    row = ratio_row(res, arch=a.arch, size=a.size, batch=a.batch)
     print(f"train step {a.arch} {a.batch}x{a.size[0]}x{a.size[1]}: time ours/transformers = {row['time_ratio']:.2f} "
           f"({row['ours_s']:.2f}s / {row['transformers_s']:.2f}s), peak memory ratio = {row['memory_ratio']:.2f}")
     print(json.dumps(row))
