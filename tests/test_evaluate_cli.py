@@ -122,6 +122,7 @@ def test_model_equals_segment_files(model_dir, data_root, tmp_path, task):
         check_range(direct, ["AP", "AP50", "AP75", "APs", "APm", "APl", "AP-car", "AP-person", "AP-sign"])
         assert "AP-road" not in direct and [r["class_name"] for r in rows] == ["car", "person", "sign"]
         assert sum(int(r["predictions"]) for r in rows) > 0 and sum(int(r["gt_instances"]) for r in rows) > 0
+        assert (tmp_path / "direct" / "confusion_matrix.png").is_file()  # the detection-style one
 
 
 def _write_ground_truth_predictions(data_root: str, pred: str) -> None:

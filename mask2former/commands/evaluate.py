@@ -20,6 +20,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from .. import tta
+from ..evaluation.scorer import Scorer, supported
 from ..io import atomic_write_text
 
 DATASETS = ("folder", "cityscapes", "cityscapes_panoptic", "cityscapes_instance", "coco_panoptic",
@@ -30,8 +31,9 @@ CONVENTIONS = {
                        "ground truth counts as IoU 0 in mIoU",
     "cityscapes": "cityscapesscripts evalPixelLevelSemanticLabeling: IoU = TP / (TP + FP + FN)",
 }
-RULES = {"panoptic": "panopticapi's pq_compute; cityscapesscripts' evalPanopticSemanticLabeling computes the same",
-         "instance": "COCO mask AP by pycocotools' COCOeval, as detectron2's COCOEvaluator"}
+RULES = {"pq_compute": "panopticapi's pq_compute; cityscapesscripts' evalPanopticSemanticLabeling computes the same",
+         "coco": "COCO mask AP by pycocotools' COCOeval, as detectron2's COCOEvaluator",
+         "cityscapes_instance": "Cityscapes instance AP by cityscapesscripts' evalInstanceLevelSemanticLabeling"}
 
 
 def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
@@ -46,7 +48,9 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
                    help="score the files 'mask2former segment' wrote to DIR (run on the split's image folder) "
                         "instead of running a model")
     p.add_argument("--convention", choices=sorted(CONVENTIONS),
-                   help="semantic metric convention (default: cityscapes for Cityscapes, else detectron2)")
+                   help="semantic metric convention; for instances, 'cityscapes' is Cityscapes' instance AP and any "
+                        "other COCO mask AP (default: the dataset's official tool: cityscapes for Cityscapes, "
+                        "else detectron2)")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON on the last line")
     p.add_argument("--out", help="write metrics.json, per_class.csv and confusion_matrix.png here")
@@ -73,103 +77,6 @@ def image_folder(ds: Any, kind: str, root: str, split: str) -> str:
 def stem_of(path: str, folder: str) -> str:
     rel = os.path.relpath(path, folder)
     return os.path.splitext(os.path.basename(path) if rel.startswith("..") else rel)[0]
-
-
-def supported(ds: Any, task: str) -> bool:
-    if task == "semantic":
-        return True
-    return ds.task == task or (task == "instance" and ds.task == "panoptic")
-
-
-class Scorer:
-    """One task's evaluator(s), fed one image at a time; GT comes from dataset samples."""
-
-    def __init__(self, task: str, ds: Any, convention: str, names: Optional[list[str]] = None) -> None:
-        from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
-
-        self.task, self.ds = task, ds
-        classes = getattr(ds, "semantic_classes", ds.classes) if task == "semantic" else ds.classes
-        self.classes, self.names = classes, names or [c.name for c in classes]
-        # Semantic confusion: the semantic metrics, or for panoptic the picture of its label maps.
-        self.semantic = SemanticEvaluator(len(classes), ds.ignore_value, self.names, convention) \
-            if task != "instance" else None
-        if task == "panoptic":
-            self.panoptic = PanopticEvaluator([{"id": i, "name": self.names[i], "isthing": int(c.isthing)}
-                                               for i, c in enumerate(classes)])
-        if task == "instance":
-            self.thing_ids = [i for i, c in enumerate(classes) if c.isthing]
-            self.instance = InstanceEvaluator([{"id": i, "name": self.names[i]} for i in self.thing_ids])
-            self.counts = {i: [0, 0] for i in self.thing_ids}  # class -> [GT instances, predictions]
-        self.num_images = 0
-
-    def add(self, index: int, sample: dict[str, Any], stem: str, pred: Any) -> None:
-        if self.task == "semantic":
-            self.semantic.update(_check_shape(pred, sample["sem_seg"], stem), sample["sem_seg"])
-        elif self.task == "panoptic":
-            ids, segments = pred
-            _check_shape(ids, sample["pan_seg"], stem)
-            self.panoptic.update(ids, segments, sample["pan_seg"], sample["segments"])
-            lut = np.full(int(ids.max(initial=0)) + 1, -1, dtype=np.int64)
-            for s in segments:
-                lut[s["id"]] = s["category_id"]
-            self.semantic.update(lut[ids], sample["sem_seg"])
-        else:
-            h, w = sample["image"].shape[:2]
-            gt = self._instance_gt(index, sample)
-            self.instance.add_ground_truth(stem, h, w, annotations=gt)
-            kept = [r for r in pred if int(r["category_id"]) in self.counts]
-            self.instance.add_results(kept)
-            for a in gt:
-                self.counts[int(a["category_id"])][0] += not a.get("iscrowd", 0)
-            for r in kept:
-                self.counts[int(r["category_id"])][1] += 1
-        self.num_images += 1
-
-    def _instance_gt(self, index: int, sample: dict[str, Any]) -> list[dict[str, Any]]:
-        from pycocotools import mask as mask_utils
-
-        from ..evaluation import encode_masks
-
-        if hasattr(self.ds, "coco"):  # the JSON's own annotations: COCO sizes objects by their JSON area
-            anns = self.ds.coco.loadAnns(self.ds.coco.getAnnIds(imgIds=[self.ds.image_ids[index]]))
-            return [{**a, "category_id": self.ds.to_contiguous[a["category_id"]]} for a in anns]
-        segs = [s for s in sample["segments"] if s.get("isthing")]
-        if "masks" in sample:
-            masks = sample["masks"][[s.get("isthing", True) for s in sample["segments"]]]
-        else:
-            masks = np.stack([sample["pan_seg"] == s["id"] for s in segs]) if segs else np.zeros((0, 1, 1), bool)
-        rles = encode_masks(masks)
-        return [{"category_id": s["category_id"], "segmentation": r, "iscrowd": int(s.get("iscrowd", 0)),
-                 "area": float(mask_utils.area(r))} for s, r in zip(segs, rles)]
-
-    def metrics(self) -> dict[str, Any]:
-        """The evaluator's detectron2-style dict, in percent."""
-        return getattr(self, self.task).compute()  # the evaluator attributes are named after the tasks
-
-    def per_class(self, metrics: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = []
-        if self.task == "semantic":
-            m = self.semantic.conf_matrix
-            for i, n in enumerate(self.names):
-                rows.append({"class_id": i, "class_name": n, "IoU": metrics[f"IoU-{n}"], "ACC": metrics[f"ACC-{n}"],
-                             "gt_pixels": int(m[:, i].sum()), "pred_pixels": int(m[i, :].sum())})
-        elif self.task == "panoptic":
-            stat = self.panoptic.pq_stat()
-            for i, (c, n) in enumerate(zip(self.classes, self.names)):
-                rows.append({"class_id": i, "class_name": n, "isthing": int(c.isthing),
-                             **{k: metrics[f"{k}-{n}"] for k in ("PQ", "SQ", "RQ")},
-                             **{k.upper(): stat[i][k] for k in ("tp", "fp", "fn")}})
-        else:
-            rows = [{"class_id": i, "class_name": self.names[i], "AP": metrics[f"AP-{self.names[i]}"],
-                     "gt_instances": self.counts[i][0], "predictions": self.counts[i][1]} for i in self.thing_ids]
-        return rows
-
-
-def _check_shape(pred: np.ndarray, gt: np.ndarray, stem: str) -> np.ndarray:
-    if pred.shape != gt.shape[:2]:
-        raise ValueError(f"{stem}: prediction is {pred.shape[1]}x{pred.shape[0]}, "
-                         f"ground truth {gt.shape[1]}x{gt.shape[0]}")
-    return pred
 
 
 def prediction_of(result: Any, task: str, stem: str) -> Any:
@@ -254,10 +161,8 @@ def run(args: argparse.Namespace) -> int:
                         threshold=args.threshold, **tta.segmenter_kwargs(args))
     if not supported(ds, task):
         raise ValueError(f"{args.dataset} dataset at {args.data_root} has no {task} ground truth")
-    default = "cityscapes" if args.dataset.startswith("cityscapes") and task == "semantic" else "detectron2"
-    convention = args.convention or default
-    if task == "instance" and convention == "cityscapes":
-        raise ValueError("cityscapesscripts' instance AP is not implemented; use --convention detectron2 (mask AP)")
+    official = args.dataset.startswith("cityscapes") and (task == "semantic" or args.dataset != "cityscapes")
+    convention = args.convention or ("cityscapes" if official else "detectron2")
     names = None
     if seg is not None:
         n = len(getattr(ds, "semantic_classes", ds.classes) if task == "semantic" else ds.classes)
@@ -267,26 +172,28 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset == "ade20k":  # the dataset files carry no class names; checkpoints do
             names = [seg.info.id2label[i] for i in range(n)]
     scorer = Scorer(task, ds, convention, names)
-
-    bar = _bar(count)
-    for index, sample, stem, pred in iter_predictions(ds, count, folder, seg, task, args.predictions):
-        scorer.add(index, sample, stem, pred)
-        bar.update(1)
-    bar.close()
-    metrics = scorer.metrics()
+    try:
+        bar = _bar(count)
+        for index, sample, stem, pred in iter_predictions(ds, count, folder, seg, task, args.predictions):
+            scorer.add(index, sample, stem, pred)
+            bar.update(1)
+        bar.close()
+        metrics = scorer.metrics()
+    finally:
+        scorer.close()
+    rule = {"semantic": convention, "panoptic": "pq_compute",
+            "instance": "cityscapes_instance" if convention == "cityscapes" else "coco"}[task]
     info = {"task": task, "dataset": args.dataset, "split": args.split, "num_images": scorer.num_images,
-            "convention": convention if task == "semantic" else ("pq_compute" if task == "panoptic" else "coco")}
+            "convention": rule}
     result = {**info, **metrics}
     rows = scorer.per_class(metrics)
     source = f"predictions {args.predictions}" if args.predictions else f"model {args.model}"
     print(f"{task} evaluation of {source} on {args.dataset} {args.split} ({scorer.num_images} images)")
-    print(f"convention: {info['convention']} ({CONVENTIONS[convention] if task == 'semantic' else RULES[task]})")
-    if task == "instance" and args.dataset.startswith("cityscapes"):
-        print("note: Cityscapes' official instance AP (cityscapesscripts) differs from COCO mask AP")
+    print(f"convention: {rule} ({CONVENTIONS[convention] if task == 'semantic' else RULES[rule]})")
     print(format_table(task, metrics, rows))
     if args.out:
         write_outputs(args.out, result, rows, scorer)
-        print(f"wrote metrics.json, per_class.csv{', confusion_matrix.png' if scorer.semantic else ''} to {args.out}")
+        print(f"wrote metrics.json, per_class.csv, confusion_matrix.png to {args.out}")
     if args.json:
         print(json.dumps(_jsonable(result)))
     return 0
@@ -333,7 +240,7 @@ def _fmt(v: Any) -> str:
 
 def format_table(task: str, metrics: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """Overall metrics, then one line per class (percent; '-' where undefined)."""
-    keys = SUMMARY[task]
+    keys = [k for k in SUMMARY[task] if k in metrics]
     lines = ["  ".join(f"{k:>7}" for k in keys), "  ".join(f"{_fmt(metrics[k]):>7}" for k in keys), ""]
     cols = [k for k in rows[0] if k not in ("class_id", "class_name")] if rows else []
     width = max([10] + [len(r["class_name"]) for r in rows])
@@ -362,37 +269,5 @@ def write_outputs(out: str, result: dict[str, Any], rows: list[dict[str, Any]], 
         writer.writeheader()
         writer.writerows([_jsonable(r) for r in rows])
     atomic_write_text(os.path.join(out, "per_class.csv"), buf.getvalue())
-    if scorer.semantic is not None:
-        save_confusion_png(scorer.semantic.conf_matrix, scorer.names, os.path.join(out, "confusion_matrix.png"))
+    scorer.write_confusion(os.path.join(out, "confusion_matrix.png"))
 
-
-def save_confusion_png(conf: np.ndarray, names: list[str], path: str) -> None:
-    """Rows: ground-truth class, normalised to sum 1; columns: predicted class, plus
-    '(void)' for pixels predicted as no class. Ignored GT pixels are left out."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
-
-    from ..io import atomic_path
-
-    m = conf[:, :-1].T.astype(np.float64)  # our layout is (pred, gt): transpose to (gt, pred)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.nan_to_num(m / m.sum(axis=1, keepdims=True))
-    n = len(names)
-    side, font = min(40.0, max(5.0, 0.3 * n + 3)), max(3.0, min(9.0, 300 / max(n, 1)))
-    fig = Figure(figsize=(side, side))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n + 1), names + ["(void)"], rotation=90, fontsize=font)
-    ax.set_yticks(range(n), names, fontsize=font)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("ground truth")
-    if n <= 25:  # cell values are readable only for small class counts
-        for (i, j), v in np.ndenumerate(m):
-            if v >= 0.005:
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=font * 0.8,
-                        color="white" if v > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)

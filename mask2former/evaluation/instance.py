@@ -47,6 +47,15 @@ def encode_masks(masks: Any) -> List[Dict[str, Any]]:
     return rles
 
 
+def to_rle(seg: Any, h: int, w: int) -> Dict[str, Any]:
+    """Any COCO ``segmentation`` (polygons, uncompressed or compressed RLE) as a compressed RLE."""
+    if isinstance(seg, list):  # polygons
+        return mask_util.merge(mask_util.frPyObjects(seg, h, w))
+    if isinstance(seg["counts"], list):  # uncompressed RLE
+        return mask_util.frPyObjects(seg, h, w)
+    return seg
+
+
 class InstanceEvaluator:
     """Accumulates COCO GT annotations and COCO results; evaluates with ``COCOeval``.
 
@@ -95,7 +104,7 @@ class InstanceEvaluator:
             if "area" in ann:
                 a["area"] = float(ann["area"])
             else:
-                a["area"] = float(mask_util.area(self._to_rle(ann["segmentation"], height, width)))
+                a["area"] = float(mask_util.area(to_rle(ann["segmentation"], height, width)))
             self.gt.append(a)
         if masks is not None:
             rles = encode_masks(masks)
@@ -106,13 +115,6 @@ class InstanceEvaluator:
                 self.gt.append({"image_id": image_id, "category_id": self.cat_ids[int(lab)],
                                 "segmentation": r, "iscrowd": int(cr), "area": float(ar)})
 
-    @staticmethod
-    def _to_rle(seg: Any, h: int, w: int) -> Dict[str, Any]:
-        if isinstance(seg, list):  # polygons
-            return mask_util.merge(mask_util.frPyObjects(seg, h, w))
-        if isinstance(seg["counts"], list):  # uncompressed RLE
-            return mask_util.frPyObjects(seg, h, w)
-        return seg
 
     # -- predictions ------------------------------------------------------------------------
     def update(self, image_id: Any, masks: Any, scores: Any, labels: Any) -> None:

@@ -28,7 +28,8 @@ def validation_segmenter(model: torch.nn.Module, cfg: Any, classes: list, device
 def validate(model: torch.nn.Module, cfg: Any, device: torch.device) -> dict[str, Any]:
     """Metrics of ``model`` on ``cfg.val_split`` (empty when there is no such split). Rank 0
     evaluates while the other processes wait."""
-    from ..commands.evaluate import Scorer, image_folder, iter_predictions
+    from ..commands.evaluate import image_folder, iter_predictions
+    from ..evaluation.scorer import Scorer
     from ..data import build_dataset
 
     metrics: dict[str, Any] = {}
