@@ -1,5 +1,7 @@
 """Streaming evaluators matching the official metrics (detectron2 / cityscapesscripts
-pixel metrics, panopticapi PQ, pycocotools mask AP)."""
+pixel metrics, panopticapi PQ, pycocotools mask AP, cityscapesscripts instance AP)."""
+from .cityscapes_instance import CityscapesInstanceEvaluator
+from .confusion import InstanceConfusion, save_confusion_png
 from .instance import InstanceEvaluator, encode_masks
 from .panoptic import (
     PanopticEvaluator,
@@ -12,6 +14,8 @@ from .panoptic import (
 from .semantic import SemanticEvaluator
 
 __all__ = [
+    "CityscapesInstanceEvaluator",
+    "InstanceConfusion",
     "InstanceEvaluator",
     "PanopticEvaluator",
     "SemanticEvaluator",
@@ -21,4 +25,5 @@ __all__ = [
     "iter_coco_panoptic",
     "read_panoptic_png",
     "rgb2id",
+    "save_confusion_png",
 ]
