@@ -177,3 +177,27 @@ def test_bad_ground_truth_raises():
         ev.update(np.zeros((2, 2), int), np.full((2, 2), 7))
     with pytest.raises(ValueError):
         ev.update(np.zeros((2, 2), int), np.zeros((2, 3), int))
+    with pytest.raises(ValueError, match=r"\[7\]"):  # the fast path names the bad values too
+        ev.update(np.zeros((2, 2), np.uint8), np.array([[7, 0], [255, 1]], np.uint8))
+    assert ev.conf_matrix.sum() == 0  # nothing of a rejected image is counted
+
+
+@pytest.mark.parametrize("dtypes", [(np.uint8, np.uint8), (np.int64, np.int64), (np.int32, np.uint16),
+                                    (np.int8, np.int64), (bool, np.uint8)])
+def test_joint_histogram_equals_direct_counting(dtypes):
+    """The fast path (one joint histogram of value pairs) against per-pixel labelling, with
+    invalid predictions (negative, >= C), ignore, and odd value offsets."""
+    rng = np.random.default_rng(7)
+    for lo, hi in [(0, C + 3), (2, C), (-3, C + 2), (1, 2)]:
+        pred = rng.integers(max(lo, -128 if dtypes[0] == np.int8 else lo), hi, size=(37, 53))
+        gt = rng.choice([1, 2, 3, 4, IGNORE], size=(37, 53))
+        if dtypes[0] is bool:
+            pred = pred % 2
+        pred, gt = pred.astype(dtypes[0]), gt.astype(dtypes[1])
+        fast, direct = SemanticEvaluator(C), SemanticEvaluator(C)
+        fast.update(pred, gt)
+        direct._update_by_label(pred, gt)
+        assert np.array_equal(fast.conf_matrix, direct.conf_matrix)
+    wide = SemanticEvaluator(C)  # a value range too wide for the histogram: the direct path
+    wide.update(np.array([[0, 10**9]]), np.array([[0, 1]]))
+    assert wide.conf_matrix[0, 0] == 1 and wide.conf_matrix[C, 1] == 1

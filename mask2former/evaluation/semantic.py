@@ -53,12 +53,38 @@ except ImportError:  # pragma: no cover
 ArrayLike = Union[np.ndarray, "torch.Tensor"]
 
 CONVENTIONS = ("detectron2", "detectron2_v0.6", "cityscapes")
+_MAX_JOINT = 1 << 22  # joint histograms up to 4M cells (32 MiB); wider value ranges take the direct path
 
 
 def _to_numpy(x: Any) -> np.ndarray:
     if torch is not None and isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def _range(x: np.ndarray) -> tuple[Optional[int], Optional[int]]:
+    """(min, max) of an integer array, (None, None) for other dtypes."""
+    if x.dtype == bool:
+        return 0, 1
+    if x.dtype.kind not in "iu":
+        return None, None
+    return int(x.min()), int(x.max())
+
+
+def _joint_histogram(pred: np.ndarray, p_lo: int, p_hi: int, gt: np.ndarray, g_lo: int, g_hi: int) -> np.ndarray:
+    """(P, G) counts of pixel pairs, P = p_hi - p_lo + 1 pred values, G likewise for gt."""
+    n_p, n_g = p_hi - p_lo + 1, g_hi - g_lo + 1
+    dtype = np.uint16 if n_p * n_g <= 1 << 16 else np.uint32  # the pair index, as narrow as it fits
+
+    def offset(x: np.ndarray, lo: int) -> np.ndarray:
+        if x.dtype == bool or lo == 0:
+            return x.astype(dtype)
+        return (x - x.dtype.type(lo)).astype(dtype) if lo > 0 else (x.astype(np.int64) - lo).astype(dtype)
+
+    index = offset(pred, p_lo)
+    index *= dtype(n_g)
+    index += offset(gt, g_lo)
+    return np.bincount(index.reshape(-1), minlength=n_p * n_g).reshape(n_p, n_g)
 
 
 class SemanticEvaluator:
@@ -93,6 +119,30 @@ class SemanticEvaluator:
         gt = _to_numpy(gt)
         if pred.shape != gt.shape:
             raise ValueError(f"pred shape {pred.shape} != gt shape {gt.shape}")
+        if pred.size == 0:
+            return
+        c = self.num_classes
+        (p_lo, p_hi), (g_lo, g_hi) = _range(pred), _range(gt)
+        if p_lo is None or g_lo is None or (p_hi - p_lo + 1) * (g_hi - g_lo + 1) > _MAX_JOINT:
+            self._update_by_label(pred, gt)
+            return
+        # Count every (pred value, GT value) pair once, then fold the values into classes: a
+        # single pass over the pixels in the inputs' own (narrow) dtype, instead of one
+        # comparison pass per rule on int64 copies.
+        joint = _joint_histogram(pred, p_lo, p_hi, gt, g_lo, g_hi)  # (pred values, GT values)
+        p_val, g_val = np.arange(p_lo, p_hi + 1), np.arange(g_lo, g_hi + 1)
+        rows = np.where((p_val >= 0) & (p_val < c), p_val, c)  # invalid predictions: the extra row
+        cols = np.where(g_val == self.ignore_label, c, np.where((g_val >= 0) & (g_val < c), g_val, c + 1))
+        bad = (cols == c + 1) & (joint.sum(axis=0) > 0)
+        if bad.any():
+            raise ValueError(f"ground truth has labels outside [0, {c}) that are not ignore_label: "
+                             f"{g_val[bad][:10].tolist()}")
+        folded = np.zeros((c + 1, c + 2), dtype=np.int64)
+        np.add.at(folded, (rows[:, None], cols[None, :]), joint)
+        self.conf_matrix += folded[:, : c + 1]
+
+    def _update_by_label(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        """The direct path, for value ranges too wide for a joint histogram."""
         c = self.num_classes
         pred = pred.reshape(-1).astype(np.int64, copy=False)
         gt = gt.reshape(-1).astype(np.int64)  # copied: we overwrite ignore below
