@@ -139,19 +139,24 @@ def test_evaluate_equals_cityscapesscripts(tree, tmp_path):
     assert json.loads(coco.stdout.strip().splitlines()[-1])["convention"] == "coco"
 
 
-def test_api_perfect_predictions_score_100(tree):
-    with CityscapesInstanceEvaluator({CLASSES.index(n): k for k, n in THINGS.items()},
-                                     {CLASSES.index(n): n for n in THINGS.values()}) as ev:
-        for city, stem in STEMS:
-            gt = tree / "gtFine/val" / city / f"{stem}_gtFine_instanceIds.png"
-            ids = np.asarray(Image.open(gt))
-            vals = [v for v in np.unique(ids) if v >= 1000 and v // 1000 in THINGS]
-            ev.update(str(gt), np.stack([ids == v for v in vals]), [1.0] * len(vals),
-                      [CLASSES.index(THINGS[v // 1000]) for v in vals])
-        out = ev.compute()
-        workdir = ev.workdir
+def test_api_perfect_predictions_score_100_and_ranks_merge(tree):
+    def evaluator():
+        return CityscapesInstanceEvaluator({CLASSES.index(n): k for k, n in THINGS.items()},
+                                           {CLASSES.index(n): n for n in THINGS.values()})
+
+    whole, ranks = evaluator(), [evaluator(), evaluator()]
+    for k, (city, stem) in enumerate(STEMS):
+        gt = tree / "gtFine/val" / city / f"{stem}_gtFine_instanceIds.png"
+        ids = np.asarray(Image.open(gt))
+        vals = [v for v in np.unique(ids) if v >= 1000 and v // 1000 in THINGS]
+        args = (str(gt), np.stack([ids == v for v in vals]), [1.0] * len(vals),
+                [CLASSES.index(THINGS[v // 1000]) for v in vals])
+        whole.update(*args)
+        ranks[k % 2].update(*args)
+    out = whole.compute()
     assert out["AP"] == out["AP50"] == 100.0 and out["AP-car"] == 100.0
-    assert not os.path.exists(workdir)
+    ranks[0].merge(ranks[1].state())
+    assert ranks[0].compute() == out
 
 
 def _rle(mask: np.ndarray) -> dict:

@@ -172,15 +172,12 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset == "ade20k":  # the dataset files carry no class names; checkpoints do
             names = [seg.info.id2label[i] for i in range(n)]
     scorer = Scorer(task, ds, convention, names)
-    try:
-        bar = _bar(count)
-        for index, sample, stem, pred in iter_predictions(ds, count, folder, seg, task, args.predictions):
-            scorer.add(index, sample, stem, pred)
-            bar.update(1)
-        bar.close()
-        metrics = scorer.metrics()
-    finally:
-        scorer.close()
+    bar = _bar(count)
+    for index, sample, stem, pred in iter_predictions(ds, count, folder, seg, task, args.predictions):
+        scorer.add(index, sample, stem, pred)
+        bar.update(1)
+    bar.close()
+    metrics = scorer.metrics()
     rule = {"semantic": convention, "panoptic": "pq_compute",
             "instance": "cityscapes_instance" if convention == "cityscapes" else "coco"}[task]
     info = {"task": task, "dataset": args.dataset, "split": args.split, "num_images": scorer.num_images,

@@ -117,10 +117,6 @@ class Scorer:
         else:  # the semantic layout is (pred, gt) with a void row: transpose to (gt, pred + void)
             save_confusion_png(self.semantic.conf_matrix[:, :-1].T, self.names, self.names + ["(void)"], path)
 
-    def close(self) -> None:
-        if hasattr(getattr(self, "instance", None), "close"):
-            self.instance.close()
-
 
 def _cityscapes_instance(ds: Any, classes: list, names: list[str], thing_ids: list[int]) -> Any:
     """The official Cityscapes instance evaluator, for datasets read from ``*_gtFine_instanceIds.png``."""
