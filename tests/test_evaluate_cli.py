@@ -210,3 +210,25 @@ def test_errors_are_one_line(model_dir, data_root, tmp_path):
     empty.mkdir()
     res = cli("evaluate", "--dataset", "folder", "--data-root", data_root, "--predictions", str(empty))
     assert res.returncode == 1 and "scene_00000_labels.png" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("task", ["semantic", "panoptic", "instance"])
+def test_torchrun_two_processes_equal_one(model_dir, data_root, tmp_path, task):
+    """Under torchrun each process segments every other image; rank 0 merges the evaluator
+    states and reports alone. The numbers are those of one process (PQ's IoU sums may differ
+    in the last bits, being added in another order)."""
+    common = ["evaluate", "--dataset", "folder", "--data-root", data_root, "--model", model_dir, "--task", task,
+              "--threshold", THRESHOLD, "--json"]
+    one = evaluate(data_root, *common[5:])
+    port = str(29500 + {"semantic": 21, "panoptic": 22, "instance": 23}[task])
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          port, "-m", "mask2former.cli", *common, "--out", str(tmp_path / "report")],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    json_lines = [line for line in res.stdout.splitlines() if line.startswith("{")]
+    assert len(json_lines) == 1  # only rank 0 reports
+    two = json.loads(json_lines[0])
+    assert two.keys() == one.keys() and two["num_images"] == one["num_images"] == 3
+    for k, v in one.items():
+        assert two[k] == (pytest.approx(v, abs=1e-9) if isinstance(v, float) else v), k
+    assert (tmp_path / "report" / "confusion_matrix.png").is_file()

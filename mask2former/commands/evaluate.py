@@ -15,7 +15,7 @@ import json
 import math
 import os
 from collections import deque
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -139,8 +139,13 @@ def _guess_task(folder: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import build_dataset
+    from ..train import distributed as dist_utils
     from .segment import _bar
 
+    # Under torchrun every process scores every world-th image; rank 0 merges and reports.
+    rank, world, dist_device = dist_utils.init_from_env()
+    if world > 1 and args.device is None:
+        args.device = str(dist_device)
     ds = build_dataset(args.dataset, args.data_root, args.split)
     count = len(ds) if args.limit is None else max(0, min(args.limit, len(ds)))
     folder = image_folder(ds, args.dataset, args.data_root, args.split)
@@ -172,11 +177,18 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset == "ade20k":  # the dataset files carry no class names; checkpoints do
             names = [seg.info.id2label[i] for i in range(n)]
     scorer = Scorer(task, ds, convention, names)
-    bar = _bar(count)
-    for index, sample, stem, pred in iter_predictions(ds, count, folder, seg, task, args.predictions):
+    indices = range(rank, count, world)
+    bar = _bar(len(indices)) if rank == 0 else None
+    for index, sample, stem, pred in iter_predictions(ds, indices, folder, seg, task, args.predictions):
         scorer.add(index, sample, stem, pred)
-        bar.update(1)
-    bar.close()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    scorer.gather()
+    if rank != 0:
+        dist_utils.cleanup()
+        return 0
     metrics = scorer.metrics()
     rule = {"semantic": convention, "panoptic": "pq_compute",
             "instance": "cityscapes_instance" if convention == "cityscapes" else "coco"}[task]
@@ -193,15 +205,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote metrics.json, per_class.csv, confusion_matrix.png to {args.out}")
     if args.json:
         print(json.dumps(_jsonable(result)))
+    dist_utils.cleanup()
     return 0
 
 
-def iter_predictions(ds: Any, count: int, folder: str, seg: Any, task: str, pred_dir: Optional[str]
-                 ) -> Iterator[tuple[int, dict[str, Any], str, Any]]:
-    """(index, sample, stem, prediction) per image, in dataset order."""
+def iter_predictions(ds: Any, indices: Sequence[int], folder: str, seg: Any, task: str, pred_dir: Optional[str]
+                     ) -> Iterator[tuple[int, dict[str, Any], str, Any]]:
+    """(index, sample, stem, prediction) for the images at ``indices``, in that order."""
     if pred_dir:
         read = FileReader(pred_dir, task)
-        for i in range(count):
+        for i in indices:
             sample = ds[i]
             stem = stem_of(sample["file_name"], folder)
             yield i, sample, stem, read(stem)
@@ -211,7 +224,7 @@ def iter_predictions(ds: Any, count: int, folder: str, seg: Any, task: str, pred
     pending: deque = deque()  # samples handed to the segmenter, waiting for their result
 
     def images() -> Iterator[np.ndarray]:
-        for i in range(count):
+        for i in indices:
             sample = ds[i]
             pending.append((i, sample))
             yield sample["image"]

@@ -68,6 +68,40 @@ class Scorer:
                 self.counts[int(r["category_id"])][1] += 1
         self.num_images += 1
 
+    # -- distributed: every rank scores its share of the images, the main rank merges -------
+    def state(self) -> dict[str, Any]:
+        st: dict[str, Any] = {"num_images": self.num_images}
+        for name in ("semantic", "panoptic", "instance"):
+            if getattr(self, name, None) is not None:
+                st[name] = getattr(self, name).state()
+        if self.task == "instance":
+            st["counts"], st["confusion"] = self.counts, self.confusion.matrix
+        return st
+
+    def merge(self, st: dict[str, Any]) -> None:
+        self.num_images += int(st["num_images"])
+        for name in ("semantic", "panoptic", "instance"):
+            if name in st:
+                getattr(self, name).merge(st[name])
+        if self.task == "instance":
+            for c, (n_gt, n_pred) in st["counts"].items():
+                self.counts[c][0] += n_gt
+                self.counts[c][1] += n_pred
+            self.confusion.matrix += st["confusion"]
+
+    def gather(self) -> None:
+        """Under torch.distributed: merge every other rank's state into rank 0's scorer (a
+        collective call: every rank must make it). A single process is left as it is."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        states: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(states, self.state())
+        if dist.get_rank() == 0:
+            for st in states[1:]:
+                self.merge(st)
+
     def _instance_gt(self, index: int, sample: dict[str, Any]) -> list[dict[str, Any]]:
         from pycocotools import mask as mask_utils
 

@@ -26,26 +26,28 @@ def validation_segmenter(model: torch.nn.Module, cfg: Any, classes: list, device
 
 
 def validate(model: torch.nn.Module, cfg: Any, device: torch.device) -> dict[str, Any]:
-    """Metrics of ``model`` on ``cfg.val_split`` (empty when there is no such split). Rank 0
-    evaluates while the other processes wait."""
+    """Metrics of ``model`` on ``cfg.val_split`` (empty when there is no such split, and on
+    ranks other than 0). Under DDP each process segments its share of the images."""
     from ..commands.evaluate import image_folder, iter_predictions
     from ..evaluation.scorer import Scorer
     from ..data import build_dataset
 
     metrics: dict[str, Any] = {}
-    if dist_utils.is_main():
-        try:
-            val = build_dataset(cfg.dataset, cfg.data_root, cfg.val_split)
-        except (OSError, ValueError):
-            val = None
-        if val is not None and len(val):
-            was_training = model.training
-            seg = validation_segmenter(model, cfg, val.classes, device)
-            scorer = Scorer(cfg.task, val, "detectron2")
-            folder = image_folder(val, cfg.dataset, cfg.data_root, cfg.val_split)
-            for index, sample, stem, pred in iter_predictions(val, len(val), folder, seg, cfg.task, None):
-                scorer.add(index, sample, stem, pred)
+    try:
+        val = build_dataset(cfg.dataset, cfg.data_root, cfg.val_split)
+    except (OSError, ValueError):
+        val = None
+    if val is not None and len(val):  # every rank scores its share; rank 0 merges and computes
+        was_training = model.training
+        seg = validation_segmenter(model, cfg, val.classes, device)
+        scorer = Scorer(cfg.task, val, "detectron2")
+        folder = image_folder(val, cfg.dataset, cfg.data_root, cfg.val_split)
+        indices = range(dist_utils.rank(), len(val), dist_utils.world_size())
+        for index, sample, stem, pred in iter_predictions(val, indices, folder, seg, cfg.task, None):
+            scorer.add(index, sample, stem, pred)
+        scorer.gather()
+        if dist_utils.is_main():
             metrics = scorer.metrics()
-            model.train(was_training)
+        model.train(was_training)
     dist_utils.barrier()
     return metrics
