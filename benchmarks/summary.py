@@ -1,0 +1,51 @@
+"""One markdown table of every end-to-end result on file (the README's performance table).
+
+    python benchmarks/summary.py [benchmarks/results/end_to_end*.json ...]
+
+Reads the JSON rows ``end_to_end.py`` wrote (default: every ``end_to_end*.json`` in
+benchmarks/results except the before/after and 1-thread variants) and prints one line per
+(architecture, size, batch), sorted. Ratios are ours / transformers measured in the same run.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from typing import Any
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def rows_from(paths: list[str]) -> list[dict[str, Any]]:
+    rows = {}
+    for path in paths:
+        with open(path) as f:
+            for r in json.load(f):
+                rows[(r["arch"], tuple(r["size"]), r["batch"])] = r  # a later file replaces an earlier one
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[0] != "swin-t", k[1][0] * k[1][1], k[2]))]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| model | input | batch | time ours / transformers | peak memory ours / transformers | labels equal |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        name = {"swin-t": "Swin-T", "swin-l": "Swin-L"}.get(r["arch"], r["arch"])
+        memory = "-"  # runs with --no-memory
+        if r.get("memory_ratio") is not None:
+            ours, ref = (r["memory"][k]["peak_above_loaded_mb"] for k in ("ours", "transformers"))
+            memory = f"**{r['memory_ratio']:.2f}** ({ours:.0f} MB / {ref:.0f} MB)"
+        lines.append(f"| {name} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | **{r['time_ratio']:.2f}** "
+                     f"({r['ours']['seconds']:.1f} s / {r['transformers']['seconds']:.1f} s) | {memory} "
+                     f"| {100 * r['labels_equal_fraction_vs_transformers']:.3f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    paths = sys.argv[1:] or sorted(p for p in glob.glob(os.path.join(RESULTS, "end_to_end*.json"))
+                                   if not p.endswith(("_before.json", "_1thread.json")))
+    print(table(rows_from(paths)), end="")
+
+
+if __name__ == "__main__":
+    main()
