@@ -358,7 +358,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
 def _norm_conv_inplace(layer: NormConv2d, x: Tensor) -> Tensor:
     """``layer(x)`` with its ReLU in place (inference only)."""
-    y = F.conv2d(x, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+    y = layer._conv_forward(x, layer.weight, layer.bias)  # the conv itself (an int8 model swaps it)
     if layer.norm is not None:
         y = layer.norm(y)
     return F.relu_(y) if layer.relu else y

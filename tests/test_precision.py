@@ -166,9 +166,28 @@ def test_int8_agrees_with_fp32_and_leaves_the_model_alone(model, images):
     _, exact = segment(model, images)
     seg, labels = segment(model, images, precision="int8")
     assert seg.precision.used == "int8"
-    assert agreement(labels, exact) >= 0.99
+    # This random, sharpened model amplifies any rounding (linear layers alone in int8 give
+    # 99.05% here): a smoke check. The agreement that matters is the trained model's, below.
+    assert agreement(labels, exact) >= 0.98
     assert type(model.backbone.layers[0].blocks[0].mlp.fc1) is nn.Linear  # the caller's model is not quantised
     assert type(seg.model.backbone.layers[0].blocks[0].mlp.fc1) is not nn.Linear
+    if precision.int8_conv_available():
+        assert "_conv_forward" in vars(seg.model.pixel_decoder.mask_features) and "convolutions" in seg.precision.path
+        assert "_conv_forward" not in vars(model.pixel_decoder.mask_features)
+
+
+def test_int8_on_the_trained_demo_model():
+    """The issue's criterion (>= 99% of label pixels as fp32) on a trained model, with a margin."""
+    import os
+
+    from mask2former.data.synthetic import render_scene
+
+    demo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "demo-street")
+    scenes = [render_scene(np.random.default_rng([7, i]), (256, 512))[0] for i in range(3)]
+    exact = [r.labels for r in Segmenter(demo, task="semantic", device="cpu")(scenes)]
+    fast = Segmenter(demo, task="semantic", device="cpu", precision="int8")
+    assert fast.precision.used == "int8"
+    assert agreement([r.labels for r in fast(scenes)], exact) >= 0.998  # measured 99.94%
 
 
 def test_plans():
