@@ -185,3 +185,18 @@ def test_instance_confusion_counts():
     np.testing.assert_array_equal(cm.matrix, expected)
     cm.update([], [], 40, 60)  # an empty image changes nothing
     np.testing.assert_array_equal(cm.matrix, expected)
+
+
+def test_mask_of_the_wrong_size_is_one_clear_error(tree, tmp_path):
+    pred = tmp_path / "pred"
+    city, stem = STEMS[0]
+    os.makedirs(pred / city)
+    rle = mask_utils.encode(np.asfortranarray(np.ones((H // 2, W // 2), np.uint8)))
+    (pred / city / f"{stem}_leftImg8bit_instances.json").write_text(json.dumps(
+        [{"category_id": 2, "score": 0.9, "segmentation": {**rle, "counts": rle["counts"].decode("ascii")}}]))
+    res = subprocess.run([sys.executable, "-m", "mask2former.cli", "evaluate", "--dataset", "cityscapes_instance",
+                          "--data-root", str(tree), "--predictions", str(pred), "--limit", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and f"{stem}_leftImg8bit: predicted mask is {W // 2}x{H // 2}" in errors[0], res.stderr

@@ -54,6 +54,10 @@ class Scorer:
             h, w = sample["image"].shape[:2]
             gt = self._instance_gt(index, sample)
             kept = [r for r in pred if int(r["category_id"]) in self.counts]
+            for r in kept:
+                size = r["segmentation"].get("size") if isinstance(r["segmentation"], dict) else None
+                if size is not None and tuple(size) != (h, w):
+                    raise ValueError(f"{stem}: predicted mask is {size[1]}x{size[0]}, ground truth {w}x{h}")
             if self.convention != "cityscapes":
                 self.instance.add_ground_truth(stem, h, w, annotations=gt)
                 self.instance.add_results(kept)
