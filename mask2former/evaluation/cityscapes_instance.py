@@ -25,7 +25,6 @@ from pycocotools import mask as mask_util
 
 from .instance import encode_masks
 
-METRICS = ("AP", "AP50")
 Prediction = Tuple[Dict[str, Any], int, float]  # (compressed RLE, Cityscapes label id, score)
 
 
