@@ -83,9 +83,7 @@ def tree(tmp_path_factory):
         os.makedirs(official / "masks", exist_ok=True)
         results, lines = [], []
         for i, (label, mask, score) in enumerate(preds):
-            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            results.append({"category_id": CLASSES.index(THINGS[label]), "score": score,
-                            "segmentation": {**rle, "counts": rle["counts"].decode("ascii")}})
+            results.append({"category_id": CLASSES.index(THINGS[label]), "score": score, "segmentation": _rle(mask)})
             Image.fromarray(mask.astype(np.uint8) * 255).save(official / "masks" / f"{stem}_{i}.png")
             lines.append(f"masks/{stem}_{i}.png {label} {score}\n")
         (ours / city / f"{stem}_leftImg8bit_instances.json").write_text(json.dumps(results))
@@ -160,7 +158,9 @@ def test_api_perfect_predictions_score_100_and_ranks_merge(tree):
 
 
 def _rle(mask: np.ndarray) -> dict:
-    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    """A compressed RLE as 'segment' writes it (JSON-able string counts)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {**rle, "counts": rle["counts"].decode("ascii")}
 
 
 def test_instance_confusion_counts():
@@ -191,9 +191,8 @@ def test_mask_of_the_wrong_size_is_one_clear_error(tree, tmp_path):
     pred = tmp_path / "pred"
     city, stem = STEMS[0]
     os.makedirs(pred / city)
-    rle = mask_utils.encode(np.asfortranarray(np.ones((H // 2, W // 2), np.uint8)))
     (pred / city / f"{stem}_leftImg8bit_instances.json").write_text(json.dumps(
-        [{"category_id": 2, "score": 0.9, "segmentation": {**rle, "counts": rle["counts"].decode("ascii")}}]))
+        [{"category_id": 2, "score": 0.9, "segmentation": _rle(np.ones((H // 2, W // 2), bool))}]))
     res = subprocess.run([sys.executable, "-m", "mask2former.cli", "evaluate", "--dataset", "cityscapes_instance",
                           "--data-root", str(tree), "--predictions", str(pred), "--limit", "1"],
                          capture_output=True, text=True, timeout=300)

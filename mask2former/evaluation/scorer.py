@@ -36,6 +36,7 @@ class Scorer:
             else:
                 self.instance = InstanceEvaluator([{"id": i, "name": self.names[i]} for i in self.thing_ids])
             self.counts = {i: [0, 0] for i in self.thing_ids}  # class -> [GT instances, predictions]
+            self.thing_pos = {c: k for k, c in enumerate(self.thing_ids)}  # class -> confusion row/column
             self.confusion = InstanceConfusion(len(self.thing_ids))
         self.num_images = 0
 
@@ -63,7 +64,7 @@ class Scorer:
                 self.instance.add_results(kept)
             else:  # cityscapesscripts reads the dataset's own instance id PNG
                 self.instance.add_results(self.ds.items[index][1], kept)
-            pos = {c: k for k, c in enumerate(self.thing_ids)}
+            pos = self.thing_pos
             self.confusion.update([{**a, "category_id": pos[int(a["category_id"])]} for a in gt],
                                   [{**r, "category_id": pos[int(r["category_id"])]} for r in kept], h, w)
             for a in gt:
@@ -141,7 +142,7 @@ class Scorer:
                              **{k: metrics[f"{k}-{n}"] for k in ("PQ", "SQ", "RQ")},
                              **{k.upper(): stat[i][k] for k in ("tp", "fp", "fn")}})
         else:
-            ap = [k for k in ("AP", "AP50") if f"{k}-{self.names[self.thing_ids[0]]}" in metrics] if self.thing_ids else []
+            ap = ["AP", "AP50"] if self.convention == "cityscapes" else ["AP"]  # per-class metrics of each evaluator
             rows = [{"class_id": i, "class_name": self.names[i], **{k: metrics[f"{k}-{self.names[i]}"] for k in ap},
                      "gt_instances": self.counts[i][0], "predictions": self.counts[i][1]} for i in self.thing_ids]
         return rows
