@@ -139,7 +139,7 @@ def _guess_task(folder: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import build_dataset
-    from ..train import distributed as dist_utils
+    from .. import distributed as dist_utils
     from .segment import _bar
 
     # Under torchrun every process scores every world-th image; rank 0 merges and reports.

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from ..criterion import build_criterion
 from ..data import AugmentedDataset, build_dataset, collate, lsj_augmentation, scale_choices, semantic_augmentation
 from ..io import atomic_write_text
-from . import distributed as dist_utils
+from .. import distributed as dist_utils
 from .checkpointing import load_training_state, save_training_state, set_rng_states
 from .config import TrainConfig
 from .model_init import build_train_model

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from . import distributed as dist_utils
+from .. import distributed as dist_utils
 
 
 def validation_segmenter(model: torch.nn.Module, cfg: Any, classes: list, device: torch.device) -> Any:
