@@ -344,9 +344,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             start += h * w
         for idx in range(self.num_fpn - 1, -1, -1):
             x = self.lateral[idx](features[idx].float())
-            # outs[-1] is a channels-last view of the encoder's memory; resizing it as such
-            # costs two full-size copies of the result, a contiguous input one small copy.
-            up = F.interpolate(outs[-1].contiguous(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            # Resized as the strided view of the encoder's memory, as the original does: a
+            # contiguous copy is cheaper but takes another kernel, which rounds differently.
+            up = F.interpolate(outs[-1], size=x.shape[-2:], mode="bilinear", align_corners=False)
             if torch.is_grad_enabled():
                 outs.append(self.output[idx](x + up))
             else:  # inference: fewer full-resolution maps alive at once (memory peak)

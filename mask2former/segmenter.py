@@ -224,11 +224,12 @@ class Segmenter:
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
-        """Around every forward, the network's inference fast paths: the pixel decoder's fast
-        deformable sampling, and mask logits for the final prediction only (the decoder's
-        earlier ones serve training losses). Restored afterwards: the model may be shared."""
-        switches = [(getattr(self.model, "pixel_decoder", None), "fast_sampling", True),
-                    (getattr(self.model, "transformer_decoder", None), "auxiliary_masks", False)]
+        """Around every forward, mask logits for the final prediction only (the decoder's
+        earlier ones serve training losses; dropping them changes no bit of the final ones).
+        The pixel decoder keeps its exact sampling: the fast one is not the original's
+        arithmetic and slows down badly on a busy machine. Restored afterwards: the model may
+        be shared."""
+        switches = [(getattr(self.model, "transformer_decoder", None), "auxiliary_masks", False)]
         saved = [(module, name, getattr(module, name)) for module, name, _ in switches if hasattr(module, name)]
         for module, name, value in switches:
             if hasattr(module, name):
