@@ -146,6 +146,10 @@ class Segmenter:
             raise ValueError("resize must be 'original' or 'config'")
         self.resize = resize
         self.processor = processor or self.info.processor()
+        # The original's order of semantic post-processing for this checkpoint's task (the
+        # processor's own when it knows its checkpoint), as the card's snippet uses it.
+        own = self.processor.semantic_resize_first
+        self.semantic_resize_first = own if own is not None else self.info.task != "semantic"
         self.batch_size = max(1, int(batch_size))
         # The original's defaults: object mask threshold 0.8 (panoptic); instances kept by top-k.
         self.threshold = threshold if threshold is not None else (0.8 if self.task == "panoptic" else 0.0)
@@ -255,7 +259,8 @@ class Segmenter:
         sizes = [rgb.shape[:2] for rgb in images]
         p = self.processor
         if self.task == "semantic":
-            maps = p.post_process_semantic_segmentation(outputs, target_sizes=sizes, resize_before_inference=False,
+            maps = p.post_process_semantic_segmentation(outputs, target_sizes=sizes,
+                                                        resize_before_inference=self.semantic_resize_first,
                                                         max_bytes=_semantic_budget(len(self.info.id2label), x, sizes))
             return [{"labels": m.cpu().numpy().astype(np.int64)} for m in maps]
         if self.task == "panoptic":
