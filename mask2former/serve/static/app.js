@@ -21,7 +21,9 @@ async function loadModel() {
   if (!res.ok) { setStatus("cannot read the model description (" + res.status + ")", "error"); return; }
   $("auth").hidden = true;
   const model = state.model = await res.json();
-  $("model-name").textContent = model.name + " · " + model.architecture.backbone.split(" (")[0] + " · " +
+  const name = model.name.replace(/\/+$/, "").split("/").pop();
+  const backbone = model.architecture.backbone.split(" (")[0].replace("-?", "");
+  $("model-name").textContent = name + " · " + backbone + " · " +
     model.classes.length + " classes · " + model.precision.used;
   const select = $("task");
   select.innerHTML = "";
@@ -45,8 +47,11 @@ function drawOverlay() {
   const px = img.data;
   for (let i = 0; i < labels.length; i++) {
     const id = labels[i];
-    if (id === state.void) continue;  // void stays transparent
-    const c = state.colors.get(id) || [0, 0, 0];
+    // class boundaries in white, as in overlay.png; void stays transparent
+    const x = i % width;
+    const edge = (x + 1 < width && labels[i + 1] !== id) || (i + width < labels.length && labels[i + width] !== id);
+    if (id === state.void && !edge) continue;
+    const c = edge ? [255, 255, 255] : (state.colors.get(id) || [0, 0, 0]);
     px[4 * i] = c[0]; px[4 * i + 1] = c[1]; px[4 * i + 2] = c[2]; px[4 * i + 3] = 255;
   }
   ctx.putImageData(img, 0, 0);
