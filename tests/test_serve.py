@@ -333,3 +333,70 @@ def test_load_small(server, segmenter, tmp_path):
 def test_load_200_at_concurrency_16(server, segmenter, tmp_path):
     out = _load_test(server.url, segmenter, tmp_path, requests=200, concurrency=16)
     assert "200 ok, 0 wrong, 0 failed" in out
+
+
+# -- unusual images read as segment reads them --------------------------------------------------
+
+
+def test_unusual_images_equal_segment(server, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    street = Image.open(STREET).convert("RGB").crop((0, 0, 640, 400))
+    rgba = street.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(street.size))
+    rgba.save(folder / "rgba.png")
+    gray16 = (np.asarray(street.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(gray16).save(folder / "gray16.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: the pixels must be turned upright first
+    street.save(folder / "rotated.jpg", exif=exif, quality=92)
+    street.convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "mask2former.cli", "segment", str(folder), "--model", DEMO_MODEL,
+                          "--out", str(out), "--no-overlay"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT})
+    assert res.returncode == 0, res.stderr
+    for path in sorted(folder.iterdir()):
+        r = httpx.post(server.url + "/v1/segment/labels.png", files={"image": (path.name, path.read_bytes())},
+                       timeout=120)
+        assert r.status_code == 200, (path.name, r.text)
+        assert r.content == (out / f"{path.stem}_labels.png").read_bytes(), path.name
+
+
+# -- the batcher and the timeout, in process --------------------------------------------------
+
+
+def test_batches_group_by_processed_size_and_options(segmenter):
+    from mask2former.serve.batching import Batcher
+
+    rng = np.random.default_rng(5)
+    sizes = [(100, 160), (200, 160), (100, 160), (100, 160), (200, 160), (100, 160)]
+    images = [rng.integers(0, 256, size=(*s, 3), dtype=np.uint8) for s in sizes]
+    panoptic = segmenter.with_options("panoptic")
+    batches: list[int] = []
+    batcher = Batcher(max_batch_size=3, max_wait_s=0.05, queue_size=16, on_batch=lambda n, s: batches.append(n))
+    futures = [batcher.submit(im, segmenter, "semantic") for im in images]
+    futures.append(batcher.submit(images[0], panoptic, "panoptic"))
+    cancelled = batcher.submit(images[1], segmenter, "semantic")
+    cancelled.cancel()  # a request that timed out while queued never runs
+    batcher.start()  # everything is queued before the model thread looks
+    results = [f.result(timeout=300) for f in futures]
+    batcher.stop(60)
+    # oldest first: three of the small size, both large ones, the last small one, the panoptic one
+    assert batches == [3, 2, 1, 1]
+    for im, r in zip(images, results[:-1]):
+        np.testing.assert_array_equal(r.labels, segmenter(im).labels)
+    assert results[-1].task == "panoptic"
+    np.testing.assert_array_equal(results[-1].segment_ids, panoptic(images[0]).segment_ids)
+
+
+def test_request_timeout_answers_504(segmenter):
+    from fastapi.testclient import TestClient
+
+    from mask2former.serve import ServeConfig, build_app
+
+    app = build_app(segmenter, ServeConfig(timeout_s=0.0, access_log=False))
+    with TestClient(app) as client:
+        r = client.post("/", content=small_image(), headers={"content-type": "image/png"})
+        assert r.status_code == 504 and "timeout" in r.json()["error"]
+        assert client.get("/healthz").status_code == 200
