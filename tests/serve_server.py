@@ -38,12 +38,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(*args: str, model: str = DEMO_MODEL, log_dir: str = "", ready_timeout: float = 180) -> Iterator[Server]:
-    """The server with ``args``, once /readyz says ready; SIGTERM on exit."""
-    port = free_port()
-    log_path = os.path.join(log_dir or os.environ.get("TMPDIR", "/tmp"), f"serve-{port}.log")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    cmd = [sys.executable, "-m", "mask2former.cli", "serve", "--model", model, "--port", str(port), *args]
+def launch(cmd: list[str], port: int, log_path: str, threads: int = 1, ready_timeout: float = 180) -> Iterator[Server]:
+    """Run ``cmd`` (a server on ``port``) until its /readyz answers 200; SIGTERM on exit."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": ROOT}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     server = Server(proc, f"http://127.0.0.1:{port}", log_path)
@@ -69,3 +66,11 @@ def serve(*args: str, model: str = DEMO_MODEL, log_dir: str = "", ready_timeout:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def serve(*args: str, model: str = DEMO_MODEL, log_dir: str = "", threads: int = 1) -> "contextlib.AbstractContextManager[Server]":
+    """``mask2former serve --model MODEL ARGS`` on a free port."""
+    port = free_port()
+    log_path = os.path.join(log_dir or os.environ.get("TMPDIR", "/tmp"), f"serve-{port}.log")
+    cmd = [sys.executable, "-m", "mask2former.cli", "serve", "--model", model, "--port", str(port), *args]
+    return launch(cmd, port, log_path, threads)

@@ -48,15 +48,16 @@ async def multipart_image(request: Request, body: bytes) -> tuple[bytes, Optiona
         return {"type": "http.request", "body": body, "more_body": False}
 
     form = await Request(request.scope, replay).form(max_files=4, max_fields=32)
-    files = [(k, v) for k, v in form.multi_items() if isinstance(v, UploadFile)]
-    chosen = [v for k, v in files if k == "image"] or [v for _, v in files]
-    if not chosen:
-        raise ApiError(422, "multipart body has no file field (send the image as field 'image')")
-    if len(chosen) > 1:
-        raise ApiError(422, "send one image per request")
-    data = await chosen[0].read()
-    await form.close()
-    return data, chosen[0].filename
+    try:
+        files = [(k, v) for k, v in form.multi_items() if isinstance(v, UploadFile)]
+        chosen = [v for k, v in files if k == "image"] or [v for _, v in files]
+        if not chosen:
+            raise ApiError(422, "multipart body has no file field (send the image as field 'image')")
+        if len(chosen) > 1:
+            raise ApiError(422, "send one image per request")
+        return await chosen[0].read(), chosen[0].filename
+    finally:
+        await form.close()
 
 
 def image_stem(filename: Optional[str], default: str = "image") -> str:
