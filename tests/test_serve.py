@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 
 import httpx
@@ -291,6 +292,7 @@ def test_sigterm_finishes_requests_in_flight(tmp_path, segmenter):
         # SIGTERM once requests wait in the queue (one is running then)
         while "mask2former_queue_depth 0" in httpx.get(s.url + "/metrics").text:
             assert any(t.is_alive() for t in threads), "requests finished before the signal"
+            time.sleep(0.01)
         assert s.stop() == 0, s.log()
         for t in threads:
             t.join()
@@ -325,8 +327,8 @@ def _load_test(server_url: str, segmenter, tmp_path, requests: int, concurrency:
 
 
 def test_load_small(server, segmenter, tmp_path):
-    out = _load_test(server.url, segmenter, tmp_path, requests=24, concurrency=8)
-    assert "24 ok, 0 wrong, 0 failed" in out
+    out = _load_test(server.url, segmenter, tmp_path, requests=16, concurrency=8)
+    assert "16 ok, 0 wrong, 0 failed" in out
 
 
 @pytest.mark.slow
@@ -370,11 +372,11 @@ def test_batches_group_by_processed_size_and_options(segmenter):
     from mask2former.serve.batching import Batcher
 
     rng = np.random.default_rng(5)
-    sizes = [(100, 160), (200, 160), (100, 160), (100, 160), (200, 160), (100, 160)]
+    sizes = [(100, 160), (200, 160), (100, 160), (100, 160), (200, 160)]
     images = [rng.integers(0, 256, size=(*s, 3), dtype=np.uint8) for s in sizes]
     panoptic = segmenter.with_options("panoptic")
     batches: list[int] = []
-    batcher = Batcher(max_batch_size=3, max_wait_s=0.05, queue_size=16, on_batch=lambda n, s: batches.append(n))
+    batcher = Batcher(max_batch_size=2, max_wait_s=0.05, queue_size=16, on_batch=lambda n, s: batches.append(n))
     futures = [batcher.submit(im, segmenter, "semantic") for im in images]
     futures.append(batcher.submit(images[0], panoptic, "panoptic"))
     cancelled = batcher.submit(images[1], segmenter, "semantic")
@@ -382,8 +384,8 @@ def test_batches_group_by_processed_size_and_options(segmenter):
     batcher.start()  # everything is queued before the model thread looks
     results = [f.result(timeout=300) for f in futures]
     batcher.stop(60)
-    # oldest first: three of the small size, both large ones, the last small one, the panoptic one
-    assert batches == [3, 2, 1, 1]
+    # oldest first: two of the small size, both large ones, the last small one, the panoptic one
+    assert batches == [2, 2, 1, 1]
     for im, r in zip(images, results[:-1]):
         np.testing.assert_array_equal(r.labels, segmenter(im).labels)
     assert results[-1].task == "panoptic"

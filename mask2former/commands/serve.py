@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     # that a normal exit (0) instead of death by SIGTERM.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    print(f"serving {args.model} ({seg.task}, {seg.precision.used}) on http://{args.host}:{args.port}/ "
+    print(f"model {args.model} loaded ({seg.task}, {seg.precision.used}); starting http://{args.host}:{args.port}/ "
           f"(batch <= {config.max_batch_size}, wait <= {config.max_wait_ms:g} ms)", file=sys.stderr, flush=True)
     server.run()
     return 0 if server.started else 1
