@@ -157,6 +157,8 @@ def test_operations_endpoints(server):
     page = httpx.get(server.url + "/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert httpx.get(server.url + "/static/app.js").status_code == 200
+    for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2f..%2fcli.py"):
+        assert httpx.get(server.url + path).status_code == 404, path  # no file outside the page's assets
     httpx.post(server.url + "/", content=small_image(), headers={"content-type": "image/png"}, timeout=60)
     metrics = httpx.get(server.url + "/metrics").text
     for name in ("mask2former_requests_total{", "mask2former_request_seconds_bucket{", "mask2former_batch_size_bucket{",
