@@ -90,7 +90,8 @@ def measure(url: str, body: bytes, concurrency: int, requests: int) -> dict[str,
 def table(rows: list[dict[str, Any]], levels: list[int]) -> str:
     lines = ["| server | concurrency | req/s | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['server']} | {r['concurrency']} | {r['req_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
+        lines.append(f"| {r['server']} | {r['concurrency']} | {r['req_s']:.2f} | {r['p50_ms']:.0f} "
+                     f"| {r['p99_ms']:.0f} |")
     by = {(r["server"], r["concurrency"]): r for r in rows}
     lines += ["", "| concurrency | batching on / off (req/s) | ours (batching) / transformers (req/s) | "
                   "ours / transformers (p50) |", "|---:|---:|---:|---:|"]

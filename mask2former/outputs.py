@@ -97,7 +97,8 @@ def write_area_table(rows: Iterable[dict[str, Any]], csv_path: str, json_path: O
 def panoptic_categories(names: Sequence[str], stuff_ids: Iterable[int], palette: Sequence[RGB]) -> list[dict[str, Any]]:
     """The ``categories`` of a COCO panoptic JSON (our class ids)."""
     stuff = set(stuff_ids)
-    return [{"id": i, "name": n, "isthing": int(i not in stuff), "color": list(palette[i])} for i, n in enumerate(names)]
+    return [{"id": i, "name": n, "isthing": int(i not in stuff), "color": list(palette[i])}
+            for i, n in enumerate(names)]
 
 
 class AreaTotals:

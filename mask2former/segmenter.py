@@ -286,12 +286,13 @@ class Segmenter:
                                                         max_bytes=_semantic_budget(len(self.info.id2label), x, sizes))
             return [{"labels": m.cpu().numpy().astype(np.int64)} for m in maps]
         if self.task == "panoptic":
-            res = p.post_process_panoptic_segmentation(outputs, threshold=self.threshold, mask_threshold=self.mask_threshold,
+            res = p.post_process_panoptic_segmentation(outputs, threshold=self.threshold,
+                                                       mask_threshold=self.mask_threshold,
                                                        overlap_mask_area_threshold=self.overlap_threshold,
                                                        label_ids_to_fuse=self.info.stuff_ids, target_sizes=sizes)
             return [_panoptic_fields(r) for r in res]
-        res = p.post_process_instance_segmentation(outputs, threshold=self.threshold, mask_threshold=self.mask_threshold,
-                                                   target_sizes=sizes,
+        res = p.post_process_instance_segmentation(outputs, threshold=self.threshold,
+                                                   mask_threshold=self.mask_threshold, target_sizes=sizes,
                                                    return_binary_maps=True, thing_label_ids=self.info.thing_ids)
         return [_instance_fields(r) for r in res]
 

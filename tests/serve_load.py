@@ -30,7 +30,8 @@ def main() -> int:
         k = i % len(bodies)
         start = time.perf_counter()
         try:
-            r = client.post(args.url + "/v1/segment/labels.png", content=bodies[k], headers={"content-type": "image/png"})
+            r = client.post(args.url + "/v1/segment/labels.png", content=bodies[k],
+                            headers={"content-type": "image/png"})
         except httpx.HTTPError as e:
             return f"failed: {e}", time.perf_counter() - start
         seconds = time.perf_counter() - start

@@ -68,7 +68,8 @@ def launch(cmd: list[str], port: int, log_path: str, threads: int = 1, ready_tim
                 proc.wait()
 
 
-def serve(*args: str, model: str = DEMO_MODEL, log_dir: str = "", threads: int = 1) -> "contextlib.AbstractContextManager[Server]":
+def serve(*args: str, model: str = DEMO_MODEL, log_dir: str = "",
+          threads: int = 1) -> "contextlib.AbstractContextManager[Server]":
     """``mask2former serve --model MODEL ARGS`` on a free port."""
     port = free_port()
     log_path = os.path.join(log_dir or os.environ.get("TMPDIR", "/tmp"), f"serve-{port}.log")

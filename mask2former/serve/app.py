@@ -31,8 +31,8 @@ from .model_card import describe_model
 STATIC = Path(__file__).parent / "static"
 NATIVE_QUERY = {"task", "threshold", "mask_threshold", "overlap_threshold", "alpha", "name", "label_map"}
 IMAGE_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}},
-                                       "required": ["image"]}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
+                                       "properties": {"image": {"type": "string", "format": "binary"}}}},
     "image/*": {"schema": {"type": "string", "format": "binary"}},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 HF_BODY = {"requestBody": {"required": True, "content": {
@@ -95,7 +95,8 @@ class Service:
 def _reject_unknown_query(request: Request, allowed: set[str]) -> None:
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
-        raise ApiError(422, f"unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(sorted(allowed)) or 'none'}")
+        accepted = ", ".join(sorted(allowed)) or "none"
+        raise ApiError(422, f"unknown parameter(s) {', '.join(unknown)}; accepted: {accepted}")
 
 
 def build_app(segmenter: Segmenter, config: Optional[ServeConfig] = None, model_name: str = "",
