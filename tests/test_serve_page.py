@@ -72,3 +72,22 @@ def test_page_upload_overlay_legend_areas(tmp_path):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_page_asks_for_the_api_key(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with serve("--api-key", "k3y", log_dir=str(tmp_path)) as server, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.wait_for_selector("#auth:not([hidden])")
+            page.fill("#api-key", "k3y")
+            page.click("#api-key-save")
+            page.wait_for_function("document.querySelectorAll('#task option').length === 3")
+            assert page.is_hidden("#auth")
+            page.set_input_files("#file", STREET)
+            page.wait_for_selector('#overlay[data-ready="1"]', timeout=120_000)
+            assert page.inner_text("#total-percent") == "100.00"
+        finally:
+            browser.close()

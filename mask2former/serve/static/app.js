@@ -16,7 +16,7 @@ function setStatus(text, kind) {
 }
 
 async function loadModel() {
-  const res = await fetch("/v1/model", { headers: headers() });
+  const res = await fetch("v1/model", { headers: headers() });
   if (res.status === 401) { $("auth").hidden = false; $("model-name").textContent = "API key needed"; return; }
   if (!res.ok) { setStatus("cannot read the model description (" + res.status + ")", "error"); return; }
   $("auth").hidden = true;
@@ -136,7 +136,7 @@ async function segment() {
   const started = performance.now();
   let res;
   try {
-    res = await fetch("/v1/segment?label_map=true&task=" + encodeURIComponent(task),
+    res = await fetch("v1/segment?label_map=true&task=" + encodeURIComponent(task),
       { method: "POST", body: form, headers: headers() });
   } catch (e) { setStatus("request failed: " + e, "error"); return; }
   const body = await res.json().catch(() => ({ error: "answer is not JSON" }));
