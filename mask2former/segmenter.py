@@ -7,6 +7,7 @@ image is ever padded for the sake of another and results do not depend on batch 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
@@ -122,7 +123,7 @@ class Segmenter:
     def __init__(self, model: Union[str, os.PathLike, Mask2FormerForUniversalSegmentation], task: Optional[str] = None,
                  device: Optional[str] = None, resize: str = "original", batch_size: int = 1,
                  processor: Optional[Mask2FormerImageProcessor] = None, threshold: Optional[float] = None,
-                 overlap_threshold: float = 0.8, tta: bool = False,
+                 overlap_threshold: float = 0.8, mask_threshold: float = 0.5, tta: bool = False,
                  tta_scales: Sequence[float] = tta_mod.DEFAULT_TTA_SCALES, tta_flip: bool = True,
                  sliding_window: Optional[Sequence[int]] = None,
                  window_overlap: float = tta_mod.DEFAULT_WINDOW_OVERLAP, precision: str = "fp32",
@@ -154,11 +155,32 @@ class Segmenter:
         # The original's defaults: object mask threshold 0.8 (panoptic); instances kept by top-k.
         self.threshold = threshold if threshold is not None else (0.8 if self.task == "panoptic" else 0.0)
         self.overlap_threshold = overlap_threshold
+        self.mask_threshold = mask_threshold
         # Semantic only (see mask2former.tta): multi-scale + flip averaging, tiled inference.
         tta_mod.check_options(self.task, tta, tta_scales, sliding_window, window_overlap)
         self.tta, self.tta_scales, self.tta_flip = bool(tta), tuple(float(s) for s in tta_scales), bool(tta_flip)
         self.sliding_window = None if sliding_window is None else (int(sliding_window[0]), int(sliding_window[1]))
         self.window_overlap = float(window_overlap)
+
+    def with_options(self, task: Optional[str] = None, threshold: Optional[float] = None,
+                     overlap_threshold: Optional[float] = None, mask_threshold: Optional[float] = None) -> "Segmenter":
+        """This segmenter with another task or thresholds, sharing the same model in memory
+        (unset options: the task's defaults as in the constructor, else this one's)."""
+        task = task or self.task
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+        tta_mod.check_options(task, self.tta, self.tta_scales, self.sliding_window, self.window_overlap)
+        other = copy.copy(self)
+        other.task = task
+        if threshold is not None:
+            other.threshold = float(threshold)
+        elif task != self.task:
+            other.threshold = 0.8 if task == "panoptic" else 0.0
+        if overlap_threshold is not None:
+            other.overlap_threshold = float(overlap_threshold)
+        if mask_threshold is not None:
+            other.mask_threshold = float(mask_threshold)
+        return other
 
     # -- preprocessing -------------------------------------------------------------------
     def processed_size(self, h: int, w: int) -> tuple[int, int]:
@@ -265,10 +287,12 @@ class Segmenter:
             return [{"labels": m.cpu().numpy().astype(np.int64)} for m in maps]
         if self.task == "panoptic":
             res = p.post_process_panoptic_segmentation(outputs, threshold=self.threshold,
+                                                       mask_threshold=self.mask_threshold,
                                                        overlap_mask_area_threshold=self.overlap_threshold,
                                                        label_ids_to_fuse=self.info.stuff_ids, target_sizes=sizes)
             return [_panoptic_fields(r) for r in res]
-        res = p.post_process_instance_segmentation(outputs, threshold=self.threshold, target_sizes=sizes,
+        res = p.post_process_instance_segmentation(outputs, threshold=self.threshold,
+                                                   mask_threshold=self.mask_threshold, target_sizes=sizes,
                                                    return_binary_maps=True, thing_label_ids=self.info.thing_ids)
         return [_instance_fields(r) for r in res]
 

@@ -11,7 +11,7 @@ import warnings
 from typing import Any, Optional
 
 from .. import tta
-from ..outputs import AreaTotals, write_area_table, write_json
+from ..outputs import AreaTotals, panoptic_categories, write_area_table, write_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -138,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if done:
         write_area_table(totals.rows(), os.path.join(args.out, "areas.csv"), os.path.join(args.out, "areas.json"))
     if panoptic_entries:
-        cats = [{"id": i, "name": names[i], "isthing": int(i not in seg.info.stuff_ids),
-                 "color": list(seg.info.palette[i])} for i in range(len(names))]
+        cats = panoptic_categories(totals.names, seg.info.stuff_ids, seg.info.palette)
         write_json({"annotations": panoptic_entries, "categories": cats}, os.path.join(args.out, "panoptic.json"))
     print(f"{done} image(s) segmented, {failed} failed; outputs in {args.out}", file=sys.stderr)
     return 1 if failed else 0
