@@ -13,13 +13,16 @@ DEFAULT_MODEL = "facebook/mask2former-swin-large-cityscapes-semantic"
 def describe_backbone(cfg: Mask2FormerConfig) -> str:
     bb = cfg.backbone_config
     if isinstance(bb, SwinConfig):
-        sizes = {96: "T" if sum(bb.depths) == 12 else "S", 128: "B", 192: "L"}
-        name = f"Swin-{sizes.get(bb.embed_dim, '?')}"
+        named = {(96, (2, 2, 6, 2)): "Swin-T", (96, (2, 2, 18, 2)): "Swin-S", (128, (2, 2, 18, 2)): "Swin-B",
+                 (192, (2, 2, 18, 2)): "Swin-L"}
         depths = "-".join(map(str, bb.depths))
-        return f"{name} (embed dim {bb.embed_dim}, depths {depths}, window {bb.window_size}, pretrain {bb.image_size})"
+        details = f"embed dim {bb.embed_dim}, depths {depths}, window {bb.window_size}, pretrain {bb.image_size}"
+        name = named.get((bb.embed_dim, tuple(bb.depths)))
+        return f"{name} ({details})" if name else f"Swin (custom: {details})"
     if isinstance(bb, ResNetConfig):
         depth = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}.get(tuple(bb.depths))
-        return f"ResNet-{depth or '?'} (depths {'-'.join(map(str, bb.depths))})"
+        depths = "-".join(map(str, bb.depths))
+        return f"ResNet-{depth} (depths {depths})" if depth else f"ResNet (custom: depths {depths})"
     return type(bb).__name__
 
 
