@@ -92,7 +92,10 @@ def train_config(args: argparse.Namespace) -> "TrainConfig":
 
     from .train.config import TrainConfig, read_config_file
 
-    data = read_config_file(args.config) if args.config else {}
+    data = {}
+    if args.config:
+        TrainConfig.from_yaml(args.config)  # the file's own values checked first: errors name the file
+        data = read_config_file(args.config)
     for name in (*TRAIN_FLAGS, "check_data"):
         if getattr(args, name) is not None:
             data[name] = getattr(args, name)

@@ -41,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
     p = sub.add_parser("evaluate", help="score a model (or 'segment' output files) on a dataset: mIoU, PQ or mask AP")
     p.add_argument("--model", default=default_model, help="HF folder, hub id or original .pkl (default: %(default)s)")
     p.add_argument("--dataset", required=True, choices=DATASETS,
-                   help="dataset format, one of: %(choices)s (folder: see docs/training.md)")
-    p.add_argument("--data-root", required=True, help="dataset folder")
+                   help="dataset format (required; folder: see docs/training.md)")
+    p.add_argument("--data-root", required=True, help="dataset folder (required)")
     p.add_argument("--split", default="val", help="split to score (default: %(default)s)")
     p.add_argument("--task", choices=["semantic", "panoptic", "instance"],
                    help="default: the model's task if the dataset has its ground truth, else the dataset's")

@@ -316,7 +316,9 @@ class Trainer:
             progress.close()  # before any error line: not printed into a live bar
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            del batches  # shuts the DataLoader workers down now
+            # Shut the workers down now, even when an exception's traceback keeps the iterator
+            # alive: they ignore SIGTERM, so multiprocessing's exit-time terminate() would not.
+            getattr(batches, "_shutdown_workers", lambda: None)()
         progress.close()
         self.save_checkpoint(it)
         metrics = self.evaluate(it) if cfg.eval_period else {}
