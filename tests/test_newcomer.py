@@ -287,7 +287,10 @@ def test_segmentation_error_is_an_exception(tmp_path):
     empty.write_bytes(b"")
     good = str(tmp_path / "small.png")
     Image.open(EXAMPLE).convert("RGB").resize((96, 48)).save(good)
-    seg = Segmenter(DEMO, device="cpu")
+    from mask2former.processor import Mask2FormerImageProcessor
+
+    small = Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
+    seg = Segmenter(DEMO, device="cpu", resize="config", processor=small)
     with pytest.raises(SegmentationError) as e:
         seg(str(empty))
     assert str(e.value).count(str(empty)) == 1 and e.value.source == str(empty)
