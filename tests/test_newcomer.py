@@ -311,3 +311,15 @@ def test_info_describes_custom_swins():
     for arch, name in (("swin-t", "Swin-T"), ("swin-s", "Swin-S"), ("swin-b", "Swin-B"), ("swin-l", "Swin-L"),
                        ("r50", "ResNet-50")):
         assert describe_backbone(architecture_config(arch, {0: "x"}, {})).startswith(name + " ("), arch
+
+
+def test_compile_says_it_compiles(capsys):
+    from mask2former import Mask2FormerForUniversalSegmentation
+    from mask2former.precision import prepare
+
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(DEMO)
+    prepare(model, "fp32", torch.device("cpu"), compile=True)  # compiling itself waits for the first image
+    err = capsys.readouterr().err
+    assert "compiled on the first image" in err and "minute" in err
+    prepare(model, "fp32", torch.device("cpu"), compile=False)
+    assert capsys.readouterr().err == ""
