@@ -8,7 +8,7 @@ whole dataset is read with ``check_data`` (``--check-data``)."""
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -24,10 +24,11 @@ def sample_indices(n: int, count: int = SAMPLE) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, min(count, n)).round().astype(int).tolist())) if n else []
 
 
-def check_dataset(ds: Any, everything: bool = False) -> int:
+def check_dataset(ds: Any, everything: bool = False, device: Optional[torch.device] = None) -> int:
     """Read a sample of ``ds`` (or all of it); raise DatasetError naming the first bad file
     (with ``everything``: print every bad file, then raise). Returns how many items were read.
-    Under torchrun the processes share the reading and fail together."""
+    Under torchrun the processes share the reading and fail together (``device``: where this
+    process's collectives run, its GPU under NCCL)."""
     if not len(ds):
         raise DatasetError("the training split has no images")
     indices = list(range(len(ds))) if everything else sample_indices(len(ds))
@@ -40,7 +41,7 @@ def check_dataset(ds: Any, everything: bool = False) -> int:
             problems.append(str(e))
             if not everything:
                 break
-    bad = int(dist_utils.all_reduce_sum(torch.tensor(float(len(problems)))).item())
+    bad = int(dist_utils.all_reduce_sum(torch.tensor(float(len(problems)), device=device)).item())
     if not bad:
         if everything and dist_utils.is_main():
             print(f"checked all {len(indices)} training images and labels", file=sys.stderr)

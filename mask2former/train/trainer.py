@@ -118,7 +118,7 @@ class Trainer:
                              f"({self.world} x {cfg.accumulate})")
         torch.manual_seed(cfg.seed)
         train = build_dataset(cfg.dataset, cfg.data_root, cfg.train_split)
-        check_dataset(train, everything=cfg.check_data)
+        check_dataset(train, everything=cfg.check_data, device=self.device)
         self.classes = train.classes
         id2label = {i: c.name for i, c in enumerate(train.classes)}
         if cfg.dataset.startswith("coco"):
