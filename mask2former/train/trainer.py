@@ -176,6 +176,9 @@ class Trainer:
                        local_process_count() if self.device.type == "cpu" else 1)
         check_fits(est, cfg.architecture if not cfg.init else "the --init model", cfg.crop_size, cfg.batch_size,
                    self.world, cfg.accumulate)
+        if dist_utils.is_main() and est.available:
+            print(f"memory: about {est.total / 2**30:.1f} GB needed, {est.available / 2**30:.1f} GB {est.where}",
+                  file=sys.stderr)
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
