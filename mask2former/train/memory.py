@@ -4,10 +4,12 @@ for memory minutes later.
 
 The model: training memory = optimiser state (gradients + AdamW's two moments: 3 x the weights,
 which are already loaded) + per process micro-batch x (activation bytes per crop pixel x crop
-area + a fixed cost per image) + the DataLoader workers' prefetched batches. The per-pixel and
-per-image costs are measured with ``benchmarks/train_memory.py`` (one fp32 step, micro-batch 1
-versus 2, peak resident size); window attention, deformable attention and the masked decoder
-all scale linearly with the crop area, so two sizes pin the line down.
+area + a fixed cost per image) + the DataLoader workers' prefetched batches. The per-pixel
+costs are measured with ``benchmarks/train_memory.py`` (one fp32 step, peak resident size at
+micro-batch 2 minus micro-batch 1; results in benchmarks/results/train_memory.txt). Window
+attention, deformable attention and the masked decoder all grow linearly with the crop area;
+measured per pixel, 256x256 crops cost 7% (tiny) to 18% (Swin-T) less than 512x512 ones, so
+the 512x512 figures used here err on the safe side for the large crops that matter.
 """
 from __future__ import annotations
 
