@@ -7,9 +7,10 @@ which are already loaded) + per process micro-batch x (activation bytes per crop
 area + a fixed cost per image) + the DataLoader workers' prefetched batches. The per-pixel
 costs are measured with ``benchmarks/train_memory.py`` (one fp32 step, peak resident size at
 micro-batch 2 minus micro-batch 1; results in benchmarks/results/train_memory.txt). Window
-attention, deformable attention and the masked decoder all grow linearly with the crop area;
-measured per pixel, 256x256 crops cost 7% (tiny) to 18% (Swin-T) less than 512x512 ones, so
-the 512x512 figures used here err on the safe side for the large crops that matter.
+attention, deformable attention and the masked decoder all grow linearly with the crop area,
+but small steps measure noisily (per pixel, 256x256 crops came out between half and 1.07x the
+512x512 figure), so each cost is taken at the largest crop measured: 512x512, or 384x384 for
+Swin-S/B and ResNet-101.
 """
 from __future__ import annotations
 
