@@ -210,7 +210,7 @@ def test_memory_advice_fits(monkeypatch):
     est = memory.MemoryEstimate(total=40e9, per_image=2e9, fixed=8e9, available=24e9, where="of RAM is available")
     with pytest.raises(ValueError) as e:
         memory.check_fits(est, "swin-t", (512, 1024), batch_size=16, world=1, accumulate=1)
-    # (0.9 x 24 - 8) / 2 = 6 images fit at a time: 16 in 4 micro-batches of 4.
+    # (0.85 x 24 - 8) / 2 = 6 images fit at a time: 16 in 4 micro-batches of 4.
     assert "--accumulate 4 (same batch, 4 images at a time)" in str(e.value)
     assert "--batch-size 6" in str(e.value)
     memory.check_fits(dataclasses.replace(est, total=20e9), "swin-t", (512, 1024), 16, 1, 1)  # fits: no error

@@ -37,7 +37,7 @@ MEASURED = {
 # here: taken as 0.6 of fp32 (norms, softmax and the loss stay fp32).
 AMP_FACTOR = 0.6
 WORKER_BYTES = 300e6  # one DataLoader worker process: interpreter, dataset, prefetched batches
-HEADROOM = 0.9  # use at most this share of what is free: allocator fragmentation, other processes
+HEADROOM = 0.85  # use at most this share of what is free: the estimate can be ~15% low (docs/training.md)
 
 
 @dataclass
