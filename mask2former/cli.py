@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .config import Mask2FormerConfig, ResNetConfig, SwinConfig
+
+if TYPE_CHECKING:
+    from .train.config import TrainConfig
 
 DEFAULT_MODEL = "facebook/mask2former-swin-large-cityscapes-semantic"
 
