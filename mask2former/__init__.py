@@ -11,9 +11,9 @@ if "torch" not in _sys.modules:
 from .config import Mask2FormerConfig, ResNetConfig, SwinConfig
 from .model import Mask2FormerForUniversalSegmentation, Mask2FormerOutput, build_model
 from .processor import AutoImageProcessor, Mask2FormerImageProcessor
-from .segmenter import SegmentationResult, Segmenter
+from .segmenter import SegmentationError, SegmentationResult, Segmenter
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # keep equal to pyproject.toml's version (a test checks)
 
 __all__ = [
     "Mask2FormerConfig",
@@ -26,4 +26,5 @@ __all__ = [
     "Mask2FormerImageProcessor",
     "Segmenter",
     "SegmentationResult",
+    "SegmentationError",
 ]

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .config import Mask2FormerConfig, ResNetConfig, SwinConfig
+
+if TYPE_CHECKING:
+    from .train.config import TrainConfig
 
 DEFAULT_MODEL = "facebook/mask2former-swin-large-cityscapes-semantic"
 
@@ -13,13 +16,16 @@ DEFAULT_MODEL = "facebook/mask2former-swin-large-cityscapes-semantic"
 def describe_backbone(cfg: Mask2FormerConfig) -> str:
     bb = cfg.backbone_config
     if isinstance(bb, SwinConfig):
-        sizes = {96: "T" if sum(bb.depths) == 12 else "S", 128: "B", 192: "L"}
-        name = f"Swin-{sizes.get(bb.embed_dim, '?')}"
+        named = {(96, (2, 2, 6, 2)): "Swin-T", (96, (2, 2, 18, 2)): "Swin-S", (128, (2, 2, 18, 2)): "Swin-B",
+                 (192, (2, 2, 18, 2)): "Swin-L"}
         depths = "-".join(map(str, bb.depths))
-        return f"{name} (embed dim {bb.embed_dim}, depths {depths}, window {bb.window_size}, pretrain {bb.image_size})"
+        details = f"embed dim {bb.embed_dim}, depths {depths}, window {bb.window_size}, pretrain {bb.image_size}"
+        name = named.get((bb.embed_dim, tuple(bb.depths)))
+        return f"{name} ({details})" if name else f"Swin (custom: {details})"
     if isinstance(bb, ResNetConfig):
         depth = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}.get(tuple(bb.depths))
-        return f"ResNet-{depth or '?'} (depths {'-'.join(map(str, bb.depths))})"
+        depths = "-".join(map(str, bb.depths))
+        return f"ResNet-{depth} (depths {depths})" if depth else f"ResNet (custom: depths {depths})"
     return type(bb).__name__
 
 
@@ -57,25 +63,63 @@ TRAIN_FLAGS = {  # flag -> TrainConfig field, for the options people change most
 }
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from .train.config import ARCHITECTURES, DATASETS, FIELD_HELP, TASKS, TrainConfig
+
+    defaults = TrainConfig()
+    choices = {"dataset": DATASETS, "task": TASKS, "architecture": ARCHITECTURES, "on_nan": ("stop", "skip")}
+    train = sub.add_parser("train", help="train or fine-tune (single process, or under torchrun)",
+                           description="Train with the paper's recipe. Flags override --config; --set sets any "
+                                       "other TrainConfig field (all of them: docs/training.md).")
+    train.add_argument("--config", metavar="YAML", help="YAML file of TrainConfig fields (default: none)")
+    for name, kind in TRAIN_FLAGS.items():
+        default = getattr(defaults, name)
+        shown = {"data_root": "none, required", "device": "cuda when available, else cpu; under torchrun each "
+                 "process's own GPU"}.get(name, "none" if default is None else default)
+        train.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, choices=choices.get(name),
+                           help=f"{FIELD_HELP[name]} (default: {shown})".replace("%", "%%"))
+    train.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"),
+                       help=f"{FIELD_HELP['crop_size']} (default: {' '.join(map(str, defaults.crop_size))})")
+    train.add_argument("--check-data", action="store_true", default=None,
+                       help="read and check every training image and label before starting; a sample is always "
+                            "checked (default: off)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="any other TrainConfig field, e.g. --set warmup_iters=1500 (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint.pth")
+    train.set_defaults(func=cmd_train)
+
+
+def train_config(args: argparse.Namespace) -> "TrainConfig":
+    """--config, then the flags, then --set, as one TrainConfig (type errors name the field)."""
     import yaml
 
-    from .train import TrainConfig, Trainer
-    from .train.trainer import NonFiniteLossError
+    from .train.config import TrainConfig, read_config_file
 
     data = {}
     if args.config:
-        with open(args.config, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    for name in TRAIN_FLAGS:
+        TrainConfig.from_yaml(args.config)  # the file's own values checked first: errors name the file
+        data = read_config_file(args.config)
+    for name in (*TRAIN_FLAGS, "check_data"):
         if getattr(args, name) is not None:
             data[name] = getattr(args, name)
     if args.crop_size:
         data["crop_size"] = args.crop_size
     for item in args.set or []:
-        key, _, value = item.partition("=")
-        data[key] = yaml.safe_load(value)
-    cfg = TrainConfig.from_dict(data)
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--set {item}: expected KEY=VALUE")
+        try:
+            data[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            data[key.strip()] = value
+    return TrainConfig.from_dict(data)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import Trainer
+    from .train.trainer import NonFiniteLossError
+
+    cfg = train_config(args)
     try:
         folder = Trainer(cfg, resume=args.resume).train()
     except NonFiniteLossError as e:
@@ -87,16 +131,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="mask2former", description="Mask2Former segmentation")
+    p.add_argument("--version", action="version", version=f"mask2former {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="describe a checkpoint: architecture, classes, size, origin")
-    info.add_argument("model", nargs="?", default=DEFAULT_MODEL, help="folder, hub id or .pkl")
+    info.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                      help="HF folder, hub id or original .pkl (default: %(default)s)")
     info.set_defaults(func=cmd_info)
 
     conv = sub.add_parser("convert", help="convert an original detectron2 .pkl to a Hugging Face folder")
-    conv.add_argument("checkpoint", help="model_final_*.pkl of the original model zoo")
-    conv.add_argument("out_dir")
+    conv.add_argument("checkpoint", help="model_final_*.pkl of the original model zoo (required)")
+    conv.add_argument("out_dir", help="folder to write config.json and model.safetensors to (required)")
     conv.set_defaults(func=cmd_convert)
     from .commands import evaluate, segment, serve
 
@@ -104,14 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub, DEFAULT_MODEL)
     serve.add_parser(sub, DEFAULT_MODEL)
 
-    train = sub.add_parser("train", help="train or fine-tune (single process, or under torchrun)")
-    train.add_argument("--config", help="YAML file of TrainConfig fields")
-    for name, kind in TRAIN_FLAGS.items():
-        train.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
-    train.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"))
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field")
-    train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint.pth")
-    train.set_defaults(func=cmd_train)
+    add_train_parser(sub)
     return p
 
 
@@ -123,6 +164,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         # Checkpoint and input problems carry a one-line message that names the file.
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C outside training's own handling (loading, evaluating, ...)
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

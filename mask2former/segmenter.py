@@ -19,6 +19,7 @@ from PIL import Image
 from . import outputs as out_files
 from . import precision as precision_mod
 from . import tta as tta_mod
+from .devices import resolve_device
 from .image_io import ImageLoadError, to_rgb_array
 from .model import Mask2FormerForUniversalSegmentation
 from .processor import Mask2FormerImageProcessor, resized_size
@@ -98,12 +99,26 @@ class SegmentationResult:
         return entries
 
 
-@dataclass
-class SegmentationError:
-    """An input that could not be segmented; ``message`` is one line naming it."""
+class SegmentationError(ImageLoadError):
+    """An input that could not be segmented; ``message`` (also ``str()``) is one line naming it.
 
-    source: str
-    message: str
+    ``Segmenter.stream`` yields one in place of each bad input; ``Segmenter.__call__`` raises
+    it. An ``OSError`` (through ``ImageLoadError``), so ``except OSError`` keeps working."""
+
+    def __init__(self, source: str, message: str) -> None:
+        OSError.__init__(self, message)  # the message already names the input: not "source: message"
+        self.source = self.path = source
+        self.message = self.reason = message
+
+    def __repr__(self) -> str:
+        return f"SegmentationError(source={self.source!r}, message={self.message!r})"
+
+    def __eq__(self, other: object) -> bool:  # compared like the dataclass it used to be
+        if not isinstance(other, SegmentationError):
+            return NotImplemented
+        return (self.source, self.message) == (other.source, other.message)
+
+    __hash__ = Exception.__hash__
 
 
 class Segmenter:
@@ -130,10 +145,10 @@ class Segmenter:
                  num_threads: Optional[int] = None, compile: bool = False):
         from .model_info import ModelInfo
 
+        self.device = resolve_device(device)  # before loading: a bad device is one line, at once
         name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "source", "")
         if isinstance(model, (str, os.PathLike)):
             model = Mask2FormerForUniversalSegmentation.from_pretrained(model)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         if self.device.type == "cpu":
             precision_mod.configure_threads(num_threads)
@@ -202,12 +217,14 @@ class Segmenter:
     # -- running -------------------------------------------------------------------------
     def __call__(self, images: Union[ImageInput, Sequence[ImageInput]], batch_size: Optional[int] = None
                  ) -> list[SegmentationResult]:
-        """Segment one image or a list; raises on the first input that cannot be read."""
+        """Segment one image or a list. Raises :class:`SegmentationError` on the first input of
+        the list that cannot be read (none of the list's results are returned then); use
+        :meth:`stream` to get a result or an error per input."""
         single = not isinstance(images, (list, tuple))
         results = []
         for r in self.stream([images] if single else images, batch_size):
             if isinstance(r, SegmentationError):
-                raise ImageLoadError(r.source, r.message)
+                raise r
             results.append(r)
         return results[0] if single else results
 

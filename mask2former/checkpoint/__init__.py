@@ -9,6 +9,7 @@ from .hf import CheckpointMismatchError, hf_state_to_ours, load_into, read_hf_st
 from .hub import CheckpointNotFoundError, resolve_file
 
 if TYPE_CHECKING:
+    from ..config import Mask2FormerConfig
     from ..model import Mask2FormerForUniversalSegmentation
 
 HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
@@ -21,10 +22,9 @@ def is_detectron2_checkpoint(path: str | os.PathLike) -> bool:
 def load_model(name_or_path: str | os.PathLike, strict: bool = True, **kwargs: Any
                ) -> "Mask2FormerForUniversalSegmentation":
     """Build the network a checkpoint describes and load its weights (eval mode)."""
-    from ..config import Mask2FormerConfig
     from ..model import Mask2FormerForUniversalSegmentation
 
-    source = os.fspath(name_or_path)
+    source = os.path.expanduser(os.fspath(name_or_path))
     if is_detectron2_checkpoint(source):
         from .detectron2 import read_detectron2_checkpoint
 
@@ -33,7 +33,7 @@ def load_model(name_or_path: str | os.PathLike, strict: bool = True, **kwargs: A
     else:
         hub_kwargs = {k: v for k, v in kwargs.items() if k in HUB_KWARGS}
         config_path = resolve_file(source, "config.json", **hub_kwargs)
-        config = Mask2FormerConfig.from_json_file(config_path)
+        config = read_config(config_path)
         state = hf_state_to_ours(read_hf_state_dict(source, **hub_kwargs), source)
         resolved = os.path.dirname(config_path)
         if "id2label" in kwargs:
@@ -43,6 +43,19 @@ def load_model(name_or_path: str | os.PathLike, strict: bool = True, **kwargs: A
     model.eval()
     model.source = resolved  # where the weights were read: the folder, hub cache snapshot or file
     return model
+
+
+def read_config(path: str) -> "Mask2FormerConfig":
+    """``config.json``, or a ValueError with one line naming the file and what is wrong."""
+    from ..config import Mask2FormerConfig
+
+    try:
+        return Mask2FormerConfig.from_json_file(path)
+    except OSError:
+        raise
+    except Exception as e:  # bad JSON, wrong field types, unknown backbone: all are the file's fault
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not a valid Mask2Former config.json ({type(e).__name__}: {detail})") from None
 
 
 __all__ = ["load_model", "CheckpointMismatchError", "CheckpointNotFoundError", "read_hf_state_dict"]

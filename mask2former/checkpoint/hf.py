@@ -21,11 +21,18 @@ class CheckpointMismatchError(ValueError):
 
 
 def _read_file(path: str) -> dict[str, Tensor]:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors' and pickle's errors alike: name the file, no traceback
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        raise CheckpointMismatchError(
+            f"{path}: cannot read the weights, the file is damaged or incomplete ({size:,} bytes; an "
+            f"interrupted download or copy?): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
 
 
 def read_hf_state_dict(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> dict[str, Tensor]:

@@ -13,6 +13,18 @@ def is_local(name_or_path: str | os.PathLike) -> bool:
     return os.path.isdir(name_or_path) or os.path.isfile(name_or_path)
 
 
+def looks_like_path(name: str) -> bool:
+    """True for names that are meant as local paths rather than hub ids ("owner/name"):
+    ./x, ../x, /x, ~/x, Windows separators, more than one slash, or a first component that
+    exists here (models/nonexist when ./models exists)."""
+    if name.startswith(("./", "../", "/", "~", ".\\", "..\\")) or name in (".", ".."):
+        return True
+    if "\\" in name or (os.altsep and os.altsep in name) or name.count("/") > 1:
+        return True
+    head = name.split("/")[0]
+    return "/" in name and os.path.isdir(head)
+
+
 def _hub_reachable() -> bool:
     """False when offline mode is on or the hub's host name does not even resolve, so that a
     machine without network fails at once instead of after minutes of retries."""
@@ -49,6 +61,8 @@ def resolve_file(
         raise CheckpointNotFoundError(f"{name}: no {filename} in this folder")
     if os.path.exists(name):
         raise CheckpointNotFoundError(f"{name}: expected a checkpoint folder or a .pkl file")
+    if looks_like_path(name):
+        raise CheckpointNotFoundError(f"{name}: no such file or folder{_nearest(name)}")
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -83,3 +97,11 @@ def resolve_file(
         if optional:
             return None
         raise CheckpointNotFoundError(f"{name}: could not fetch {filename} from the hub: {e}") from None
+
+
+def _nearest(name: str) -> str:
+    """Where the path stops existing, to show which part is wrong."""
+    parent = os.path.dirname(os.path.normpath(os.path.expanduser(name)))
+    while parent and not os.path.isdir(parent):
+        parent = os.path.dirname(parent)
+    return f" ({parent} exists, {os.path.relpath(name, parent) if parent else name} does not)" if parent else ""

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from .. import tta
+from ..devices import resolve_device
 from ..evaluation.scorer import Scorer, supported
 from ..io import atomic_write_text
 
@@ -39,9 +40,10 @@ RULES = {"pq_compute": "panopticapi's pq_compute; cityscapesscripts' evalPanopti
 def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
     p = sub.add_parser("evaluate", help="score a model (or 'segment' output files) on a dataset: mIoU, PQ or mask AP")
     p.add_argument("--model", default=default_model, help="HF folder, hub id or original .pkl (default: %(default)s)")
-    p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset format")
-    p.add_argument("--data-root", required=True, help="dataset folder")
-    p.add_argument("--split", default="val")
+    p.add_argument("--dataset", required=True, choices=DATASETS,
+                   help="dataset format (required; folder: see docs/training.md)")
+    p.add_argument("--data-root", required=True, help="dataset folder (required)")
+    p.add_argument("--split", default="val", help="split to score (default: %(default)s)")
     p.add_argument("--task", choices=["semantic", "panoptic", "instance"],
                    help="default: the model's task if the dataset has its ground truth, else the dataset's")
     p.add_argument("--predictions", metavar="DIR",
@@ -51,14 +53,15 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
                    help="semantic metric convention; for instances, 'cityscapes' is Cityscapes' instance AP and any "
                         "other COCO mask AP (default: the dataset's official tool: cityscapes for Cityscapes, "
                         "else detectron2)")
-    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--limit", type=int, help="only the first N images (default: all)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON on the last line")
-    p.add_argument("--out", help="write metrics.json, per_class.csv and confusion_matrix.png here")
-    p.add_argument("--device", default=None)
+    p.add_argument("--out", help="write metrics.json, per_class.csv and confusion_matrix.png here (default: none)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available, else cpu)")
     p.add_argument("--resize", choices=["original", "config"], default="original",
                    help="test-time resize, as in 'segment' (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--threshold", type=float, default=None, help="as in 'segment'")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold, as in 'segment' (default: the task's, as there)")
     tta.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -153,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     rank, world, dist_device = dist_utils.init_from_env()
     if world > 1 and args.device is None:
         args.device = str(dist_device)
+    resolve_device(args.device)  # a device this machine lacks is one line, before any loading
     ds = build_dataset(args.dataset, args.data_root, args.split)
     count = len(ds) if args.limit is None else max(0, min(args.limit, len(ds)))
     folder = image_folder(ds, args.dataset, args.data_root, args.split)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import distributed as dist_utils
 from ..config import Mask2FormerConfig, ResNetConfig, SwinConfig
 from ..model import Mask2FormerForUniversalSegmentation
 
@@ -76,6 +78,10 @@ def build_train_model(arch: str, init: str | None, backbone_weights: str | None,
     if init:
         model = Mask2FormerForUniversalSegmentation.from_pretrained(init)
         if model.config.num_labels != len(id2label):
+            if dist_utils.is_main():
+                print(f"--init {init}: the checkpoint has {model.config.num_labels} classes, the dataset "
+                      f"{len(id2label)}: the class head is re-initialised (the rest of the network is kept)",
+                      file=sys.stderr)
             reset_class_head(model, id2label)
         else:
             model.config.id2label = dict(id2label)

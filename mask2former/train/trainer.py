@@ -20,11 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..criterion import build_criterion
-from ..data import AugmentedDataset, build_dataset, collate, lsj_augmentation, scale_choices, semantic_augmentation
+from ..data import (AugmentedDataset, DatasetError, build_dataset, collate, lsj_augmentation, scale_choices,
+                    semantic_augmentation)
+from ..devices import resolve_device
 from ..io import atomic_write_text
 from .. import distributed as dist_utils
 from .checkpointing import load_training_state, save_training_state, set_rng_states
 from .config import TrainConfig
+from .data_check import check_dataset
 from .model_init import build_train_model
 from .optim import build_optimizer, build_scheduler, clip_full_model
 
@@ -47,10 +50,16 @@ class _EpochItems(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         self.dataset.set_epoch(key[0])
-        return {**self.dataset[key[1]], "key": key}
+        try:
+            return {**self.dataset[key[1]], "key": key}
+        except DatasetError as e:  # handed to the main process, which reports it as one line
+            return {"error": str(e), "key": key}
 
 
 def collate_with_keys(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    errors = [b["error"] for b in batch if "error" in b]
+    if errors:
+        return {"error": errors[0]}
     out = collate(batch)
     out["keys"] = [b["key"] for b in batch]
     return out
@@ -85,6 +94,14 @@ def batch_plan(n: int, batch_size: int, seed: int, start_iter: int, iterations: 
             yield [(epoch, i) for i in mine[a * micro:(a + 1) * micro]]
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C and SIGTERM (sent to the whole process group by a
+    terminal, ``timeout``, docker, Slurm): the main process decides when to stop, saves a
+    checkpoint, then shuts the workers down itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> ImageNet-normalised float, as the original's pixel mean/std."""
     return (images.float() - MEAN.to(images.device)) / STD.to(images.device)
@@ -95,12 +112,13 @@ class Trainer:
         cfg.validate()
         self.cfg = cfg
         self.rank, self.world, device = dist_utils.init_from_env()
-        self.device = torch.device(cfg.device) if cfg.device else device
+        self.device = resolve_device(cfg.device) if cfg.device else device
         if cfg.batch_size % (self.world * cfg.accumulate):
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by processes x accumulate "
                              f"({self.world} x {cfg.accumulate})")
         torch.manual_seed(cfg.seed)
         train = build_dataset(cfg.dataset, cfg.data_root, cfg.train_split)
+        check_dataset(train, everything=cfg.check_data, device=self.device)
         self.classes = train.classes
         id2label = {i: c.name for i, c in enumerate(train.classes)}
         if cfg.dataset.startswith("coco"):
@@ -112,6 +130,8 @@ class Trainer:
         self.model = build_train_model(cfg.architecture, cfg.init, cfg.backbone_weights, id2label,
                                        cfg.model_overrides).to(self.device)
         self.model.criterion = build_criterion(self.model.config).to(self.device)
+        if cfg.memory_check:
+            self._check_memory()
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.backbone_multiplier)
         self.scheduler = build_scheduler(self.optimizer, cfg.iterations, cfg.poly_power, cfg.warmup_iters)
         use_amp = cfg.amp and self.device.type == "cuda"
@@ -146,9 +166,37 @@ class Trainer:
         if dist_utils.is_main():
             print(f"resumed from iteration {self.start_iter}", file=sys.stderr)
 
+    def _check_memory(self) -> None:
+        from .memory import check_fits, estimate, local_process_count
+
+        cfg = self.cfg
+        micro = cfg.batch_size // (self.world * cfg.accumulate)
+        est = estimate(self.model, cfg.architecture, cfg.crop_size, micro, cfg.num_workers,
+                       cfg.amp and self.device.type == "cuda", self.device,
+                       local_process_count() if self.device.type == "cpu" else 1)
+        check_fits(est, cfg.architecture if not cfg.init else "the --init model", cfg.crop_size, cfg.batch_size,
+                   self.world, cfg.accumulate)
+        if dist_utils.is_main() and est.available:
+            print(f"memory: about {est.total / 2**30:.1f} GB needed, {est.available / 2**30:.1f} GB {est.where}",
+                  file=sys.stderr)
+
     # -- bookkeeping ---------------------------------------------------------------------
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.stop_requested = True
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """SIGTERM / SIGINT: finish the current step, save, exit. A third one stops at once."""
+        self.signals += 1
+        self.stop_requested = signal.Signals(signum).name
+        if self.signals >= 3:
+            print(f"{self.stop_requested} again: stopping now, without a checkpoint", file=sys.stderr)
+            os._exit(128 + signum)
+        if self.signals == 1 and dist_utils.is_main():
+            print(f"\n{self.stop_requested}: stopping after this step, saving a checkpoint", file=sys.stderr)
+
+    def _stop_now(self) -> bool:
+        """Whether any process was asked to stop: all of them stop at the same iteration."""
+        if self.world == 1:
+            return bool(self.stop_requested)
+        flag = torch.tensor(1.0 if self.stop_requested else 0.0, device=self.device)
+        return dist_utils.all_reduce_sum(flag).item() > 0
 
     def _log(self, record: dict[str, Any]) -> None:
         if not dist_utils.is_main():
@@ -179,7 +227,8 @@ class Trainer:
         # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG,
         # which would shift the loss's random points after a resume.
         return DataLoader(_EpochItems(self.train_set), batch_sampler=plan, collate_fn=collate_with_keys,
-                          num_workers=self.cfg.num_workers, generator=torch.Generator().manual_seed(self.cfg.seed))
+                          num_workers=self.cfg.num_workers, generator=torch.Generator().manual_seed(self.cfg.seed),
+                          worker_init_fn=ignore_stop_signals)
 
     # -- the loop --------------------------------------------------------------------------
     def step(self, batches: Iterator[dict[str, Any]], iteration: int) -> dict[str, float]:
@@ -189,6 +238,8 @@ class Trainer:
         totals: dict[str, float] = {}
         for a in range(self.cfg.accumulate):
             batch = next(batches)
+            if "error" in batch:
+                raise DatasetError(batch["error"])
             x = normalize(batch["images"].to(self.device))
             masks = [m.to(self.device).float() for m in batch["masks"]]
             labels = [lab.to(self.device) for lab in batch["labels"]]
@@ -230,8 +281,9 @@ class Trainer:
                 self.tb = SummaryWriter(os.path.join(cfg.output_dir, "tensorboard"))
             except Exception:  # tensorboard is optional
                 self.tb = None
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-        batches = iter(self._loader())
+        batches = iter(self._loader())  # workers start here, and ignore stop signals
+        self.signals = 0
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         progress = _progress(self.start_iter, cfg.iterations, dist_utils.is_main())
         it = self.start_iter
         start = time.time()
@@ -252,16 +304,24 @@ class Trainer:
                 if it % cfg.log_period == 0 or it == cfg.iterations:
                     self._log({"iteration": it, "lr": lr, **losses, "seconds": time.time() - start})
                 progress.update(it, losses.get("loss", float("nan")), lr)
-                if it % cfg.checkpoint_period == 0 or self.stop_requested:
+                stop = self._stop_now() and it < cfg.iterations  # at the end: finish normally
+                if it % cfg.checkpoint_period == 0 or stop:
                     self.save_checkpoint(it)
-                if self.stop_requested:
+                if stop:
                     progress.close()
-                    print(f"SIGTERM: checkpoint saved at iteration {it}; resume with --resume", file=sys.stderr)
+                    if dist_utils.is_main():
+                        print(f"{self.stop_requested or 'stop requested'}: checkpoint saved at iteration {it} in "
+                              f"{cfg.output_dir}; continue with --resume", file=sys.stderr)
                     return None
                 if cfg.eval_period and it % cfg.eval_period == 0 and it < cfg.iterations:
                     self.evaluate(it)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            progress.close()  # before any error line: not printed into a live bar
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            # Shut the workers down now, even when an exception's traceback keeps the iterator
+            # alive: they ignore SIGTERM, so multiprocessing's exit-time terminate() would not.
+            getattr(batches, "_shutdown_workers", lambda: None)()
         progress.close()
         self.save_checkpoint(it)
         metrics = self.evaluate(it) if cfg.eval_period else {}
