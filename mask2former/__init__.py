@@ -1,6 +1,12 @@
 """Mask2Former (Cheng et al., CVPR 2022) in plain PyTorch: exact, fast, small."""
 from .config import Mask2FormerConfig, ResNetConfig, SwinConfig
-from .model import Mask2FormerForUniversalSegmentation, Mask2FormerOutput, build_model
+from .model import (
+    Mask2FormerForUniversalSegmentation,
+    Mask2FormerModel,
+    Mask2FormerPreTrainedModel,
+    build_model,
+)
+from .modeling_outputs import Mask2FormerForUniversalSegmentationOutput, Mask2FormerModelOutput, Mask2FormerOutput
 from .processor import AutoImageProcessor, Mask2FormerImageProcessor
 from .segmenter import SegmentationResult, Segmenter
 
@@ -11,6 +17,10 @@ __all__ = [
     "SwinConfig",
     "ResNetConfig",
     "Mask2FormerForUniversalSegmentation",
+    "Mask2FormerModel",
+    "Mask2FormerPreTrainedModel",
+    "Mask2FormerForUniversalSegmentationOutput",
+    "Mask2FormerModelOutput",
     "Mask2FormerOutput",
     "build_model",
     "AutoImageProcessor",

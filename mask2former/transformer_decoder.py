@@ -7,6 +7,7 @@ the first layer and after every layer; all of them are returned for deep supervi
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -19,11 +20,13 @@ from .position_encoding import sine_position_encoding
 
 
 def multi_head_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor,
-                         mask: Optional[Tensor] = None) -> Tensor:
+                         mask: Optional[Tensor] = None, weights: Optional[list[Tensor]] = None) -> Tensor:
     """nn.MultiheadAttention's math (its parameters, batch-first tensors) on SDPA.
 
     q: (B, Lq, C); k, v: (B, Lk, C); mask: additive float mask broadcastable to
     (B, heads, Lq, Lk) (0 = may attend, -inf = may not), e.g. (B, 1, Lq, Lk) for all heads.
+    ``weights``: a list to append the attention weights (B, heads, Lq, Lk) to; the attention
+    is then computed explicitly (SDPA does not return them), equal up to float rounding.
     """
     b, lq, c = q.shape
     h = attn.num_heads
@@ -32,7 +35,13 @@ def multi_head_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: T
     k = F.linear(k, w[c:2 * c], bias[c:2 * c]).view(b, -1, h, c // h).transpose(1, 2)
     v = F.linear(v, w[2 * c:], bias[2 * c:]).view(b, -1, h, c // h).transpose(1, 2)
     drop = attn.dropout if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+    if weights is None:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+    else:
+        scores = q @ k.transpose(-1, -2) * (c // h) ** -0.5
+        probs = (scores if mask is None else scores + mask).softmax(-1)
+        weights.append(probs)
+        out = F.dropout(probs, drop, attn.training) @ v
     return attn.out_proj(out.transpose(1, 2).reshape(b, lq, c))
 
 
@@ -89,9 +98,9 @@ class SelfAttentionLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.pre_norm = pre_norm
 
-    def forward(self, tgt: Tensor, query_pos: Tensor) -> Tensor:
+    def forward(self, tgt: Tensor, query_pos: Tensor, weights: Optional[list[Tensor]] = None) -> Tensor:
         x = self.norm(tgt) if self.pre_norm else tgt
-        out = tgt + self.dropout(multi_head_attention(self.self_attn, x + query_pos, x + query_pos, x))
+        out = tgt + self.dropout(multi_head_attention(self.self_attn, x + query_pos, x + query_pos, x, weights=weights))
         return out if self.pre_norm else self.norm(out)
 
 
@@ -108,6 +117,23 @@ class FFNLayer(nn.Module):
         x = self.norm(tgt) if self.pre_norm else tgt
         out = tgt + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x)))))
         return out if self.pre_norm else self.norm(out)
+
+
+@dataclass
+class DecoderRecord:
+    """What :class:`MultiScaleMaskedTransformerDecoder` keeps besides its predictions, for
+    transformers' output fields. A list that is None is not collected (costs nothing).
+
+    hidden_states: every layer's input, then the last output, (Q, B, C) each;
+    intermediate: the normalised state each prediction is made from, (Q, B, C) each;
+    attentions: every layer's self-attention weights (B, heads, Q, Q);
+    last_hidden_state: the last layer's output (B, Q, C), always set.
+    """
+
+    hidden_states: Optional[list[Tensor]] = None
+    intermediate: Optional[list[Tensor]] = None
+    attentions: Optional[list[Tensor]] = None
+    last_hidden_state: Optional[Tensor] = None
 
 
 class MultiScaleMaskedTransformerDecoder(nn.Module):
@@ -144,8 +170,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
 
-    def forward(self, features: list[Tensor], mask_features: Tensor) -> tuple[list[Tensor], list[Optional[Tensor]]]:
+    def forward(self, features: list[Tensor], mask_features: Tensor, record: Optional[DecoderRecord] = None,
+                ) -> tuple[list[Tensor], list[Optional[Tensor]]]:
         """features: three maps (B, C, H_l, W_l), coarsest first; mask_features: (B, D, H/4, W/4).
+        ``record``: filled with what it asks for (see :class:`DecoderRecord`).
 
         Returns per-prediction lists (first = before any layer, last = final) of class logits
         (B, Q, K+1) and mask logits (B, Q, H/4, W/4). With ``auxiliary_masks`` off (inference
@@ -172,6 +200,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         for i in range(self.num_layers + 1):
             last = i == self.num_layers
             x = self.decoder_norm(out)
+            if record is not None and record.intermediate is not None:
+                record.intermediate.append(x.transpose(0, 1))
             classes.append(self.class_embed(x))
             embed = self.mask_embed(x)
             nxt = i % self.num_levels  # the level the next layer attends to
@@ -185,10 +215,17 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                     small = F.interpolate(masks[-1], size=sizes[nxt], mode="bilinear", align_corners=False).flatten(2)
             if last:
                 break
+            if record is not None and record.hidden_states is not None:
+                record.hidden_states.append(out.transpose(0, 1))
             attn_mask = additive_mask((small.sigmoid() < 0.5).detach(), srcs[nxt].dtype)
             out = self.transformer_cross_attention_layers[i](out, srcs[nxt], attn_mask, pos[nxt], query_pos)
-            out = self.transformer_self_attention_layers[i](out, query_pos)
+            weights = record.attentions if record is not None else None
+            out = self.transformer_self_attention_layers[i](out, query_pos, weights)
             out = self.transformer_ffn_layers[i](out)
+        if record is not None:
+            record.last_hidden_state = out
+            if record.hidden_states is not None:
+                record.hidden_states.append(out.transpose(0, 1))
         return classes, masks
 
     @staticmethod
