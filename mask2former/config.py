@@ -289,6 +289,12 @@ class Mask2FormerConfig(_Mask2FormerFields):
             raise ValueError(f"not a Mask2Former config (model_type={data.get('model_type')!r})")
         return cls(**data)
 
+    def to_diff_dict(self) -> dict[str, Any]:
+        """``to_dict`` without the values a default config has (transformers' saved form)."""
+        default = Mask2FormerConfig().to_dict()
+        keep = {"model_type", "id2label", "label2id", "backbone_config"}
+        return {k: v for k, v in self.to_dict().items() if k in keep or default.get(k, object()) != v}
+
     def update(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
             setattr(self, key, value)

@@ -51,6 +51,35 @@ class Mask2FormerPreTrainedModel(nn.Module):
         self.transformer_decoder = MultiScaleMaskedTransformerDecoder(config.feature_size, config)
         # Built from the config at the first call with labels; training code may set its own.
         self.criterion: Optional[nn.Module] = None
+        if getattr(config, "gradient_checkpointing", False):  # transformers' older config switch
+            self.gradient_checkpointing_enable()
+
+    # transformers' loading hooks: nothing to ignore, no tied or fp32-only weights.
+    _keys_to_ignore_on_load_missing = None
+    _keys_to_ignore_on_load_unexpected = None
+    _tied_weights_keys = None
+    _keep_in_fp32_modules = None
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return False
+
+    def get_input_embeddings(self) -> nn.Module:
+        raise NotImplementedError("Mask2Former reads images: it has no token embeddings")
+
+    def get_output_embeddings(self) -> nn.Module:
+        raise NotImplementedError("Mask2Former reads images: it has no token embeddings")
+
+    def init_weights(self) -> None:
+        """Re-initialise every parameter and buffer as construction does (e.g. after
+        ``to_empty`` of a model built on the meta device)."""
+        fresh = type(self)(self.config).to(self.device)
+        tensors = dict(fresh.named_parameters())
+        tensors.update(fresh.named_buffers())
+        with torch.no_grad():
+            for name, t in [*self.named_parameters(), *self.named_buffers()]:
+                if name in tensors:
+                    t.copy_(tensors[name])
 
     @property
     def device(self) -> torch.device:
@@ -105,21 +134,29 @@ class Mask2FormerPreTrainedModel(nn.Module):
 
         return is_gradient_checkpointing(self)
 
+    # transformers' newer names for the same switches.
+    activation_checkpointing_enable = gradient_checkpointing_enable
+    activation_checkpointing_disable = gradient_checkpointing_disable
+    is_activation_checkpointing = is_gradient_checkpointing
+
     # -- checkpoints ---------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: Union[str, os.PathLike], *args: Any, strict: bool = True, **kwargs: Any
-                        ) -> Any:
+    def from_pretrained(cls, name_or_path: Optional[Union[str, os.PathLike]] = None, *args: Any,
+                        strict: Optional[bool] = None, **kwargs: Any) -> Any:
         """Load a Hugging Face folder or hub id, or an original detectron2 ``.pkl``.
 
         Accepts transformers' keyword arguments: ``config=`` (used instead of the file's),
         ``subfolder``, ``revision``, ``cache_dir``, ``local_files_only``, ``token``;
         ``id2label`` / ``label2id`` / ``num_labels`` (a new class count needs
         ``ignore_mismatched_sizes=True``: the classifier then starts fresh);
-        ``output_loading_info=True`` returns ``(model, info)``; ``dtype``; any other config
-        field (e.g. ``output_auxiliary_logits=True``) overrides the config.
+        ``output_loading_info=True`` returns ``(model, info)`` and loads what fits instead of
+        refusing a partial checkpoint (``strict`` says otherwise explicitly); ``dtype``;
+        ``config=`` with ``state_dict=`` and no path; any other config field (e.g.
+        ``output_auxiliary_logits=True``) overrides the config.
         """
         from .checkpoint import load_model
 
+        name_or_path = kwargs.pop("pretrained_model_name_or_path", name_or_path)
         if args:  # transformers' positional model_args are not used by this model
             raise TypeError(f"from_pretrained takes no positional arguments after the path; got {len(args)}")
         return load_model(name_or_path, strict=strict, model_class=cls, **kwargs)

@@ -39,6 +39,7 @@ from .postprocess import (
     panoptic_inference,
     semantic_segmentation,
 )
+from .processor_targets import binary_mask_to_rle, encode_targets  # noqa: F401 (binary_mask_to_rle: transformers' import path)
 
 CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -128,6 +129,21 @@ def resized_size(height: int, width: int, size: dict, size_divisor: int = 0) -> 
     return new
 
 
+def _channels_last(image: Any, input_data_format: Optional[str]) -> Any:
+    """An array or tensor image in the layout ``to_rgb_array`` expects (arrays HxWxC, tensors
+    CxHxW), given transformers' ``input_data_format``."""
+    fmt = getattr(input_data_format, "value", input_data_format)
+    if fmt is None or not isinstance(image, (np.ndarray, Tensor)) or image.ndim != 3:
+        return image
+    if fmt not in ("channels_first", "channels_last"):
+        raise ValueError(f"input_data_format must be 'channels_first' or 'channels_last'; got {fmt!r}")
+    if isinstance(image, np.ndarray) and fmt == "channels_first":
+        return np.moveaxis(image, 0, -1)
+    if isinstance(image, Tensor) and fmt == "channels_last":
+        return image.permute(2, 0, 1)
+    return image
+
+
 def _image_list(images: Any) -> list:
     if isinstance(images, (list, tuple)):
         batch = list(images)
@@ -209,6 +225,14 @@ class Mask2FormerImageProcessor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
+    def to_json_file(self, json_file_path: Union[str, os.PathLike]) -> None:
+        atomic_write_text(os.fspath(json_file_path), self.to_json_string())
+
+    @classmethod
+    def from_json_file(cls, json_file_path: Union[str, os.PathLike]) -> "Mask2FormerImageProcessor":
+        with open(json_file_path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
     def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> list[str]:
         """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed)."""
         os.makedirs(save_directory, exist_ok=True)
@@ -268,19 +292,40 @@ class Mask2FormerImageProcessor:
             pixels = (pixels - mean) / std
         return pixels, original
 
-    def __call__(self, images: Any, return_tensors: Optional[str] = "pt", **kwargs: Any) -> BatchFeature:
+    # Accepted for transformers compatibility; nothing to choose here (conversion to RGB
+    # always happens, outputs are always channels-first, pixel masks always returned).
+    _ACCEPTED = ("do_convert_rgb", "data_format", "pad_and_return_pixel_mask", "return_pixel_mask", "device")
+
+    def __call__(
+        self,
+        images: Any,
+        segmentation_maps: Any = None,
+        instance_id_to_semantic_id: Any = None,
+        return_tensors: Optional[str] = "pt",
+        input_data_format: Optional[str] = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
         """Images (one, a list, or a 4-D array/tensor batch) -> BatchFeature with
         ``pixel_values`` (B, 3, H, W) float32 and ``pixel_mask`` (B, H, W) int64 (1 = image).
 
-        Keyword arguments override this processor's settings for this call.
+        With ``segmentation_maps`` (one per image: semantic ids, or instance ids with
+        ``instance_id_to_semantic_id``, one dict or one per image) also the training targets
+        ``mask_labels`` (per image (N, H, W) float32) and ``class_labels`` (per image (N,)
+        int64), as transformers makes them (see :mod:`mask2former.processor_targets`).
+        ``input_data_format``: "channels_first" / "channels_last" for array and tensor images
+        whose layout is ambiguous. Other keyword arguments override this processor's settings
+        for this call.
         """
+        kwargs = {("size_divisor" if k == "size_divisibility" else k): v for k, v in kwargs.items()
+                  if k not in self._ACCEPTED}
         unknown = set(kwargs) - set(self._KNOWN)
         if unknown:
             raise TypeError(f"unexpected arguments: {sorted(unknown)}")
-        if return_tensors not in ("pt", "np"):
+        if return_tensors not in ("pt", "np", None):
             raise ValueError(f"return_tensors must be 'pt' or 'np'; got {return_tensors!r}")
         settings = {key: kwargs.get(key, getattr(self, key)) for key in self._KNOWN}
-        processed = [self._pixels(image, settings) for image in _image_list(images)]
+        batch = [_channels_last(image, input_data_format) for image in _image_list(images)]
+        processed = [self._pixels(image, settings) for image in batch]
         heights = [p.shape[1] for p, _ in processed]
         widths = [p.shape[2] for p, _ in processed]
         height, width = max(heights), max(widths)
@@ -298,11 +343,26 @@ class Mask2FormerImageProcessor:
             pixel_values[i, :, : pixels.shape[1], : pixels.shape[2]] = pixels
             pixel_mask[i, : pixels.shape[1], : pixels.shape[2]] = 1
         out = BatchFeature(pixel_values=pixel_values, pixel_mask=pixel_mask)
-        if return_tensors == "np":
+        if return_tensors != "pt":
             out = BatchFeature(pixel_values=pixel_values.numpy(), pixel_mask=pixel_mask.numpy())
+        if segmentation_maps is not None:
+            maps = segmentation_maps if isinstance(segmentation_maps, (list, tuple)) else [segmentation_maps]
+            out["mask_labels"], out["class_labels"] = encode_targets(
+                maps, list(zip(heights, widths)), (height, width), instance_id_to_semantic_id,
+                settings["ignore_index"], settings["do_reduce_labels"], return_tensors)
         out.original_sizes = [original for _, original in processed]
         out.resized_sizes = list(zip(heights, widths))
         return out
+
+    def encode_inputs(self, pixel_values_list: Any, segmentation_maps: Any = None,
+                      instance_id_to_semantic_id: Any = None, ignore_index: Optional[int] = None,
+                      return_tensors: Optional[str] = "pt", **kwargs: Any) -> BatchFeature:
+        """transformers' ``encode_inputs``: the images as they are (no resize, rescale or
+        normalisation), padded, with targets from ``segmentation_maps``."""
+        if ignore_index is not None:
+            kwargs["ignore_index"] = ignore_index
+        return self(pixel_values_list, segmentation_maps, instance_id_to_semantic_id, return_tensors=return_tensors,
+                    **{**kwargs, "do_resize": False, "do_rescale": False, "do_normalize": False})
 
     preprocess = __call__
 

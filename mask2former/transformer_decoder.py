@@ -216,7 +216,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             if last:
                 break
             if record is not None and record.hidden_states is not None:
+                # Recorded in transformers' (Q, B, C) layout, as the tensor the layer reads (gradients reach it).
                 record.hidden_states.append(out.transpose(0, 1))
+                out = record.hidden_states[-1].transpose(0, 1)
             attn_mask = additive_mask((small.sigmoid() < 0.5).detach(), srcs[nxt].dtype)
             out = self.transformer_cross_attention_layers[i](out, srcs[nxt], attn_mask, pos[nxt], query_pos)
             weights = record.attentions if record is not None else None

@@ -29,27 +29,38 @@ def _labels_override(kwargs: dict[str, Any]) -> Optional[dict[int, str]]:
     return None
 
 
-def load_model(name_or_path: str | os.PathLike, strict: bool = True, model_class: Optional[type] = None,
-               **kwargs: Any) -> Any:
+def load_model(name_or_path: Optional[str | os.PathLike], strict: Optional[bool] = True,
+               model_class: Optional[type] = None, **kwargs: Any) -> Any:
     """Build the network a checkpoint describes and load its weights (eval mode).
 
     ``model_class``: the class to build (default Mask2FormerForUniversalSegmentation); the
     rest are :meth:`Mask2FormerPreTrainedModel.from_pretrained`'s keyword arguments.
+    ``strict=None``: strict unless ``output_loading_info`` asks to see what did not load.
     """
     import torch
 
     from ..config import Mask2FormerConfig
     from ..model import Mask2FormerForUniversalSegmentation
 
+    if torch.empty(0).device.type == "meta":
+        raise RuntimeError("You are using `from_pretrained` with a meta device context manager: build the model "
+                           "there instead (with torch.device('meta'): Mask2FormerForUniversalSegmentation(config))")
     cls = model_class or Mask2FormerForUniversalSegmentation
     config = kwargs.pop("config", None)
+    given_state = kwargs.pop("state_dict", None)
     ignore_mismatched = bool(kwargs.pop("ignore_mismatched_sizes", False))
     want_info = bool(kwargs.pop("output_loading_info", False))
+    if strict is None:
+        strict = not want_info
     dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
     for key in ("use_safetensors", "trust_remote_code", "low_cpu_mem_usage", "device_map", "attn_implementation"):
         kwargs.pop(key, None)  # transformers' loading switches; nothing to choose here
-    source = os.fspath(name_or_path)
-    if is_detectron2_checkpoint(source):
+    source = os.fspath(name_or_path) if name_or_path is not None else "state_dict"
+    if name_or_path is None:  # transformers' from_pretrained(None, config=..., state_dict=...)
+        if config is None or given_state is None:
+            raise ValueError("from_pretrained(None, ...) needs both config= and state_dict=")
+        file_config, state, resolved = config, dict(given_state), None
+    elif is_detectron2_checkpoint(source):
         from .detectron2 import read_detectron2_checkpoint
 
         file_config, state = read_detectron2_checkpoint(source, id2label=kwargs.pop("id2label", None))
@@ -58,7 +69,8 @@ def load_model(name_or_path: str | os.PathLike, strict: bool = True, model_class
         hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
         config_path = resolve_file(source, "config.json", **hub_kwargs)
         file_config = Mask2FormerConfig.from_json_file(config_path)
-        state = hf_state_to_ours(read_hf_state_dict(source, **hub_kwargs), source)
+        state = dict(given_state) if given_state is not None else \
+            hf_state_to_ours(read_hf_state_dict(source, **hub_kwargs), source, strict=strict)
         resolved = os.path.dirname(config_path)
     if config is None:
         config = file_config

@@ -79,11 +79,16 @@ def load_into(model: nn.Module, state: dict[str, Tensor], source: str, strict: b
         model.load_state_dict(usable, strict=False, assign=True)
     else:
         model.load_state_dict(usable, strict=False)
-    return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched, "error_msgs": []}
+    return {"missing_keys": set(missing), "unexpected_keys": set(unexpected), "mismatched_keys": mismatched,
+            "error_msgs": []}
 
 
-def hf_state_to_ours(state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+def hf_state_to_ours(state: dict[str, Tensor], source: str, strict: bool = True) -> dict[str, Tensor]:
+    """Rename to our names; an unknown name is an error, or with ``strict=False`` kept as it
+    is (then reported as unexpected)."""
     ours, unknown = hf_to_ours(state)
+    if unknown and not strict:
+        return {**ours, **{k: state[k] for k in unknown}}
     if unknown:
         raise CheckpointMismatchError(
             f"{source}: {len(unknown)} tensors with names this loader does not know: " + ", ".join(unknown[:20])
