@@ -58,7 +58,8 @@ class Mask2FormerPreTrainedModel(nn.Module):
     _keys_to_ignore_on_load_missing = None
     _keys_to_ignore_on_load_unexpected = None
     _tied_weights_keys = None
-    _keep_in_fp32_modules = None
+    _keep_in_fp32_modules: list[str] = []
+    _keep_in_fp32_modules_strict: list[str] = []
 
     @classmethod
     def can_generate(cls) -> bool:
@@ -67,8 +68,20 @@ class Mask2FormerPreTrainedModel(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         raise NotImplementedError("Mask2Former reads images: it has no token embeddings")
 
-    def get_output_embeddings(self) -> nn.Module:
-        raise NotImplementedError("Mask2Former reads images: it has no token embeddings")
+    def get_output_embeddings(self) -> None:
+        return None  # no language-model head, as transformers says of Mask2Former
+
+    def enable_input_require_grads(self) -> None:
+        """Make the backbone's first feature map require gradients, so that gradient
+        checkpointing works with every backbone weight frozen (adapter training, e.g. PEFT)."""
+        first = self.backbone.patch_embed if hasattr(self.backbone, "patch_embed") else self.backbone.stem
+        self.disable_input_require_grads()
+        self._input_grad_hook = first.register_forward_hook(lambda module, args, out: out.requires_grad_(True))
+
+    def disable_input_require_grads(self) -> None:
+        hook = self.__dict__.pop("_input_grad_hook", None)
+        if hook is not None:
+            hook.remove()
 
     def init_weights(self) -> None:
         """Re-initialise every parameter and buffer as construction does (e.g. after

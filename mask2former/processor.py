@@ -214,7 +214,8 @@ class Mask2FormerImageProcessor:
             value = getattr(self, key)
             if value is None or (key == "pad_to_multiple_of" and value == 0):
                 continue  # not part of transformers' format unless set
-            out[key] = dict(value) if isinstance(value, dict) else value
+            # Tuples for the mean and std, as transformers' to_dict gives them.
+            out[key] = dict(value) if isinstance(value, dict) else tuple(value) if isinstance(value, list) else value
         out["image_processor_type"] = "Mask2FormerImageProcessor"
         return out
 
