@@ -251,12 +251,21 @@ class Mask2FormerForUniversalSegmentation(Mask2FormerPreTrainedModel):
                 from .criterion import build_criterion
 
                 self.criterion = build_criterion(cfg).to(pixel_values.device)
+            _check_labels(class_labels, cfg.num_labels)
             targets = [{"labels": c, "masks": m} for c, m in zip(class_labels, mask_labels)]
             out.loss_dict = self.criterion(out.class_queries_logits, out.masks_queries_logits,
                                            aux if cfg.use_auxiliary_loss else None, targets,
                                            generator=point_generators)
             out.loss = out.loss_dict["loss"]
         return out if _opt(return_dict, cfg.return_dict) else out.to_tuple()
+
+
+def _check_labels(class_labels: list[Tensor], num_labels: int) -> None:
+    """Class ids outside 0..num_labels-1 would index past the classifier deep in the loss."""
+    ids = torch.cat([torch.as_tensor(c).reshape(-1) for c in class_labels])
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_labels):
+        raise ValueError(f"class_labels hold ids {int(ids.min())}..{int(ids.max())}, but the model has "
+                         f"{num_labels} classes (0..{num_labels - 1}); check ignore_index / do_reduce_labels")
 
 
 def build_model(config: Mask2FormerConfig) -> Mask2FormerForUniversalSegmentation:
