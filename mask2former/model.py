@@ -15,7 +15,12 @@ from torch import Tensor, nn
 
 from .backbone import build_backbone
 from .config import Mask2FormerConfig
-from .modeling_outputs import Mask2FormerForUniversalSegmentationOutput, Mask2FormerModelOutput, Mask2FormerOutput
+from .modeling_outputs import (
+    SHARED_FIELDS,
+    Mask2FormerForUniversalSegmentationOutput,
+    Mask2FormerModelOutput,
+    Mask2FormerOutput,
+)
 from .pixel_decoder import MSDeformAttnPixelDecoder
 from .transformer_decoder import DecoderRecord, MultiScaleMaskedTransformerDecoder
 
@@ -236,14 +241,7 @@ class Mask2FormerForUniversalSegmentation(Mask2FormerPreTrainedModel):
         base = self._model_output(net, hidden)
         aux = [{"class_queries_logits": c, "masks_queries_logits": m} for c, m in zip(net.classes[:-1], net.masks[:-1])]
         out = Mask2FormerOutput(
-            net.classes[-1], net.masks[-1], aux, pixel_mask,
-            encoder_last_hidden_state=base.encoder_last_hidden_state,
-            pixel_decoder_last_hidden_state=base.pixel_decoder_last_hidden_state,
-            transformer_decoder_last_hidden_state=base.transformer_decoder_last_hidden_state,
-            encoder_hidden_states=base.encoder_hidden_states,
-            pixel_decoder_hidden_states=base.pixel_decoder_hidden_states,
-            transformer_decoder_hidden_states=base.transformer_decoder_hidden_states,
-            attentions=base.attentions,
+            net.classes[-1], net.masks[-1], aux, pixel_mask, **{k: getattr(base, k) for k in SHARED_FIELDS},
             output_auxiliary_logits=_opt(output_auxiliary_logits, cfg.output_auxiliary_logits),
         )
         if mask_labels is not None and class_labels is not None:

@@ -114,6 +114,12 @@ class Mask2FormerForUniversalSegmentationOutput(ModelOutput):
         return names if self.output_auxiliary_logits else [n for n in names if n != "auxiliary_logits"]
 
 
+# The fields the segmentation output takes over from the base model's output.
+SHARED_FIELDS = ("encoder_last_hidden_state", "pixel_decoder_last_hidden_state", "transformer_decoder_last_hidden_state",
+                 "encoder_hidden_states", "pixel_decoder_hidden_states", "transformer_decoder_hidden_states",
+                 "attentions")
+
+
 class Mask2FormerOutput(Mask2FormerForUniversalSegmentationOutput):
     """The earlier name of :class:`Mask2FormerForUniversalSegmentationOutput`, constructed
     positionally as before: (class_queries_logits, masks_queries_logits, auxiliary_logits,
