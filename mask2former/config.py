@@ -204,6 +204,7 @@ class Mask2FormerConfig(_Mask2FormerFields):
         kwargs = {aliases.get(k, k): v for k, v in kwargs.items()}
         num_labels = kwargs.pop("num_labels", None)
         label2id = kwargs.pop("label2id", None)
+        attn = kwargs.pop("attn_implementation", None)
         known, extra = _split_known(_Mask2FormerFields, kwargs)
         extra = {**known.pop("extra", {}), **extra}
         if "id2label" not in known:
@@ -213,6 +214,7 @@ class Mask2FormerConfig(_Mask2FormerFields):
                 known["id2label"] = {i: f"LABEL_{i}" for i in range(int(num_labels))}
         super().__init__(**known, extra=extra)
         self._normalise()
+        self._attn_implementation = attn
 
     # transformers' spellings of two fields.
     attribute_map = {"hidden_size": "hidden_dim", "num_hidden_layers": "decoder_layers"}
@@ -269,6 +271,18 @@ class Mask2FormerConfig(_Mask2FormerFields):
     @property
     def use_return_dict(self) -> bool:
         return self.return_dict
+
+    @property
+    def _attn_implementation(self) -> str:
+        """How the decoder's attention runs: "sdpa" (default, fused) or "eager" (the explicit
+        softmax(QK^T)V, what ``output_attentions`` uses). Not written to ``config.json``."""
+        return self.__dict__.get("_attn_implementation_internal") or "sdpa"
+
+    @_attn_implementation.setter
+    def _attn_implementation(self, value: Optional[str]) -> None:
+        if value not in (None, "sdpa", "eager"):
+            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager'; got {value!r}")
+        self.__dict__["_attn_implementation_internal"] = value
 
     # transformers' config API, for code and tests written against it.
     sub_configs = _SubConfigs()

@@ -114,9 +114,13 @@ class Mask2FormerPreTrainedModel(nn.Module):
         """pixel_values: (B, 3, H, W). Hidden states and attentions are only collected when asked."""
         features = self.backbone(pixel_values)
         mask_features, multi_scale = self.pixel_decoder(features)
+        # An attention list makes the decoder compute attention explicitly: also "eager" mode's way.
+        explicit = attentions or self.config._attn_implementation == "eager"
         record = DecoderRecord(hidden_states=[] if hidden_states else None, intermediate=[] if hidden_states else None,
-                               attentions=[] if attentions else None)
+                               attentions=[] if explicit else None)
         classes, masks = self.transformer_decoder(multi_scale, mask_features, record)
+        if not attentions:
+            record.attentions = None
         return _Network(features, mask_features, multi_scale, classes, masks, record)
 
     def _model_output(self, net: _Network, hidden_states: bool) -> Mask2FormerModelOutput:

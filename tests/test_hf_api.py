@@ -243,3 +243,17 @@ def test_meta_device_construction():
     assert torch.isfinite(out.masks_queries_logits).all()
     assert torch.equal(model.backbone.layers[0].blocks[0].attn.relative_position_index,
                        Mask2FormerForUniversalSegmentation(cfg).backbone.layers[0].blocks[0].attn.relative_position_index)
+
+
+def test_eager_attention_equals_sdpa():
+    cfg = _tiny_config(attn_implementation="eager")
+    model = Mask2FormerForUniversalSegmentation(cfg).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        eager = model(pixel_values=x)
+        cfg._attn_implementation = "sdpa"
+        fused = model(pixel_values=x)
+    assert eager.attentions is None  # computed explicitly, returned only when asked
+    torch.testing.assert_close(eager.masks_queries_logits, fused.masks_queries_logits, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="attn_implementation"):
+        cfg._attn_implementation = "flash"
