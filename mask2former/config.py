@@ -286,6 +286,7 @@ class Mask2FormerConfig(_Mask2FormerFields):
 
     # transformers' config API, for code and tests written against it.
     sub_configs = _SubConfigs()
+    base_model_tp_plan = None  # no tensor-parallel plan
 
     def get_text_config(self, *args: Any, **kwargs: Any) -> "Mask2FormerConfig":
         return self

@@ -66,8 +66,22 @@ class Mask2FormerPreTrainedModel(nn.Module):
     _keep_in_fp32_modules: list[str] = []
     _keep_in_fp32_modules_strict: list[str] = []
 
+    # transformers' attention-dispatch and expert machinery are not used here (the attention
+    # choice is config._attn_implementation, read by forward); transformers declares the same.
+    _supports_sdpa = False
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+
     @classmethod
     def can_generate(cls) -> bool:
+        return False
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        return False
+
+    @classmethod
+    def _can_set_experts_implementation(cls) -> bool:
         return False
 
     def get_input_embeddings(self) -> nn.Module:
