@@ -7,7 +7,7 @@ state dicts and the modules' own code stay as they are.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.utils.checkpoint
@@ -30,22 +30,27 @@ def checkpoint_units(model: nn.Module) -> list[nn.Module]:
     ]
 
 
-def _checkpointed(forward: Callable[..., Any]) -> Callable[..., Any]:
-    def run(*args: Any, **kwargs: Any) -> Any:
+class _CheckpointedForward:
+    """A module's checkpointed ``forward``. An object holding the module (not a closure over
+    its bound method), so that ``copy.deepcopy`` and pickling of the model carry it over to the
+    copy's own module."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        forward = type(self.module).forward.__get__(self.module)
         # A list argument collects side outputs (attention weights): recomputing would add
         # them twice, so such a call runs plainly, as does everything without gradients.
         if not torch.is_grad_enabled() or any(isinstance(a, list) for a in args):
             return forward(*args, **kwargs)
         return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
-    run.checkpointed = True  # type: ignore[attr-defined]
-    return run
-
 
 def set_gradient_checkpointing(model: nn.Module, enabled: bool) -> None:
     for module in checkpoint_units(model):
         if enabled and "forward" not in module.__dict__:
-            module.forward = _checkpointed(type(module).forward.__get__(module))
+            module.forward = _CheckpointedForward(module)
         elif not enabled:
             module.__dict__.pop("forward", None)
 

@@ -3,6 +3,7 @@ from labels alone, gradient checkpointing, the config, from_pretrained's keyword
 Reference values come from transformers on the same weights, computed here."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -160,6 +161,8 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     model.gradient_checkpointing_enable()
     assert model.is_gradient_checkpointing
     ckpt_loss, ckpt_grads = step()
+    twin = copy.deepcopy(model)  # e.g. an EMA copy: checkpoints its own modules
+    assert twin.is_gradient_checkpointing and twin.backbone.layers[0].forward.module is twin.backbone.layers[0]
     model.gradient_checkpointing_disable()
     assert not model.is_gradient_checkpointing
     assert torch.equal(plain_loss, ckpt_loss)
@@ -183,6 +186,8 @@ def test_config_takes_transformers_arguments(tmp_path):
     assert cfg.hidden_dim == 32
     from_hf = Mask2FormerConfig(backbone_config=transformers.SwinConfig(embed_dim=24, depths=[1, 1, 1, 1]))
     assert from_hf.backbone_config.embed_dim == 24
+    hf_config = transformers.Mask2FormerConfig(**_tiny_config().to_dict())  # a transformers config object works too
+    assert Mask2FormerForUniversalSegmentation(hf_config).config.num_queries == 6
     cfg.to_json_file(tmp_path / "c.json")
     assert Mask2FormerConfig.from_json_file(tmp_path / "c.json") == cfg
 
