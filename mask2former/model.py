@@ -211,6 +211,9 @@ class Mask2FormerModel(Mask2FormerPreTrainedModel):
     """transformers' ``Mask2FormerModel``: backbone, pixel decoder and transformer decoder
     states (:class:`~mask2former.modeling_outputs.Mask2FormerModelOutput`)."""
 
+    # A base-model checkpoint (transformers' Mask2FormerModel.save_pretrained) has no class head.
+    _optional_weights = ("transformer_decoder.class_embed.",)
+
     def forward(
         self,
         pixel_values: Tensor,

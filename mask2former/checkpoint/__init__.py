@@ -81,7 +81,8 @@ def load_model(name_or_path: Optional[str | os.PathLike], strict: Optional[bool]
         config.id2label = labels
     config.update(kwargs)  # remaining keywords are config fields, as in transformers
     model = cls(config)
-    info = load_into(model, state, source, strict=strict, ignore_mismatched=ignore_mismatched)
+    info = load_into(model, state, source, strict=strict, ignore_mismatched=ignore_mismatched,
+                     optional=getattr(cls, "_optional_weights", ()))
     if dtype is not None:
         model.to(getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else
                  (None if dtype == "auto" else dtype))
