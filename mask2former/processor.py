@@ -129,6 +129,17 @@ def resized_size(height: int, width: int, size: dict, size_divisor: int = 0) -> 
     return new
 
 
+def rgb_statistics(values: Union[float, Sequence[float]], name: str) -> list[float]:
+    """A mean or std for the RGB channels every image is converted to: one value (or one per
+    gray / gray+alpha channel: the gray one) for all three, or RGB(A)'s first three."""
+    vals = [float(values)] if isinstance(values, (int, float)) else [float(v) for v in values]
+    if len(vals) in (1, 2):
+        return [vals[0]] * 3
+    if len(vals) in (3, 4):
+        return vals[:3]
+    raise ValueError(f"{name} needs 1 or 3 values (images are converted to RGB); got {len(vals)}")
+
+
 def _channels_last(image: Any, input_data_format: Optional[str]) -> Any:
     """An array or tensor image in the layout ``to_rgb_array`` expects (arrays HxWxC, tensors
     CxHxW), given transformers' ``input_data_format``."""
@@ -180,13 +191,15 @@ class Mask2FormerImageProcessor:
         **extra: Any,
     ) -> None:
         self.do_resize = bool(do_resize)
+        if "size_divisibility" in extra:  # transformers' older name
+            size_divisor = extra.pop("size_divisibility")
         self.size = normalize_size(size, extra.pop("max_size", None))
         self.resample = int(resample)
         self.do_rescale = bool(do_rescale)
         self.rescale_factor = float(rescale_factor)
         self.do_normalize = bool(do_normalize)
-        self.image_mean = [float(v) for v in ([image_mean] * 3 if isinstance(image_mean, (int, float)) else image_mean)]
-        self.image_std = [float(v) for v in ([image_std] * 3 if isinstance(image_std, (int, float)) else image_std)]
+        self.image_mean = rgb_statistics(image_mean, "image_mean")
+        self.image_std = rgb_statistics(image_std, "image_std")
         self.size_divisor = int(size_divisor or 0)
         self.ignore_index = ignore_index
         # Older configs spell it "reduce_labels"; that key stays in ``extra`` and is written back.
@@ -200,8 +213,6 @@ class Mask2FormerImageProcessor:
         self.pad_to_multiple_of = int(pad_to_multiple_of or 0)
         extra.pop("image_processor_type", None)
         self.extra = extra  # unknown keys, written back as read
-        if len(self.image_mean) != 3 or len(self.image_std) != 3:
-            raise ValueError("image_mean and image_std need 3 values (RGB)")
 
     # -- configuration -------------------------------------------------------------------
     _KNOWN = ("do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean",
@@ -288,8 +299,8 @@ class Mask2FormerImageProcessor:
         else:
             pixels = pixels.to(torch.float32)
         if settings["do_normalize"]:
-            mean = torch.tensor(settings["image_mean"], dtype=torch.float32).view(3, 1, 1)
-            std = torch.tensor(settings["image_std"], dtype=torch.float32).view(3, 1, 1)
+            mean = torch.tensor(rgb_statistics(settings["image_mean"], "image_mean"), dtype=torch.float32).view(3, 1, 1)
+            std = torch.tensor(rgb_statistics(settings["image_std"], "image_std"), dtype=torch.float32).view(3, 1, 1)
             pixels = (pixels - mean) / std
         return pixels, original
 
