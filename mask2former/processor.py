@@ -74,11 +74,14 @@ class BatchFeature(dict):
                 dtype = arg
             else:
                 device = arg
-        out = BatchFeature()
-        for key, value in self.items():
+        def move(value: Any) -> Any:
             if isinstance(value, Tensor):
-                value = value.to(device=device, dtype=dtype if value.is_floating_point() else None, **kwargs)
-            out[key] = value
+                return value.to(device=device, dtype=dtype if value.is_floating_point() else None, **kwargs)
+            if isinstance(value, (list, tuple)):  # mask_labels / class_labels: one tensor per image
+                return type(value)(move(v) for v in value)
+            return value
+
+        out = BatchFeature({key: move(value) for key, value in self.items()})
         out.__dict__.update(self.__dict__)
         return out
 

@@ -126,12 +126,14 @@ def test_fine_tuning_loop_with_our_classes():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.train()
     for _ in range(2):
-        batch = processor(images, segmentation_maps=maps, return_tensors="pt")
+        batch = processor(images, segmentation_maps=maps, return_tensors="pt").to("cpu", torch.float32)
         outputs = model(**batch)
         outputs.loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     assert torch.isfinite(outputs.loss)
+    moved = batch.to(torch.float64)  # lists of per-image targets move too; class ids stay integers
+    assert moved["mask_labels"][0].dtype == torch.float64 and moved["class_labels"][0].dtype == torch.int64
     with pytest.raises(ValueError, match="class_labels"):  # an id the classifier does not have: one clear line
         model(**processor(images, segmentation_maps=[m + 10 for m in maps]))
     unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
