@@ -83,9 +83,8 @@ def load_model(name_or_path: Optional[str | os.PathLike], strict: Optional[bool]
     model = cls(config)
     info = load_into(model, state, source, strict=strict, ignore_mismatched=ignore_mismatched,
                      optional=getattr(cls, "_optional_weights", ()))
-    if dtype is not None:
-        model.to(getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else
-                 (None if dtype == "auto" else dtype))
+    if dtype is not None and dtype != "auto":  # "auto": the checkpoint's float32, as stored
+        model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     model.eval()
     model.source = resolved  # where the weights were read: the folder, hub cache snapshot or file
     return (model, info) if want_info else model
