@@ -9,7 +9,13 @@ import sys as _sys
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .config import Mask2FormerConfig, ResNetConfig, SwinConfig
-from .model import Mask2FormerForUniversalSegmentation, Mask2FormerOutput, build_model
+from .model import (
+    Mask2FormerForUniversalSegmentation,
+    Mask2FormerModel,
+    Mask2FormerPreTrainedModel,
+    build_model,
+)
+from .modeling_outputs import Mask2FormerForUniversalSegmentationOutput, Mask2FormerModelOutput, Mask2FormerOutput
 from .processor import AutoImageProcessor, Mask2FormerImageProcessor
 from .segmenter import SegmentationError, SegmentationResult, Segmenter
 
@@ -20,6 +26,10 @@ __all__ = [
     "SwinConfig",
     "ResNetConfig",
     "Mask2FormerForUniversalSegmentation",
+    "Mask2FormerModel",
+    "Mask2FormerPreTrainedModel",
+    "Mask2FormerForUniversalSegmentationOutput",
+    "Mask2FormerModelOutput",
     "Mask2FormerOutput",
     "build_model",
     "AutoImageProcessor",

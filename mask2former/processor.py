@@ -39,6 +39,7 @@ from .postprocess import (
     panoptic_inference,
     semantic_segmentation,
 )
+from .processor_targets import binary_mask_to_rle, encode_targets  # noqa: F401 (binary_mask_to_rle: transformers' import path)
 
 CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -73,11 +74,14 @@ class BatchFeature(dict):
                 dtype = arg
             else:
                 device = arg
-        out = BatchFeature()
-        for key, value in self.items():
+        def move(value: Any) -> Any:
             if isinstance(value, Tensor):
-                value = value.to(device=device, dtype=dtype if value.is_floating_point() else None, **kwargs)
-            out[key] = value
+                return value.to(device=device, dtype=dtype if value.is_floating_point() else None, **kwargs)
+            if isinstance(value, (list, tuple)):  # mask_labels / class_labels: one tensor per image
+                return type(value)(move(v) for v in value)
+            return value
+
+        out = BatchFeature({key: move(value) for key, value in self.items()})
         out.__dict__.update(self.__dict__)
         return out
 
@@ -128,6 +132,32 @@ def resized_size(height: int, width: int, size: dict, size_divisor: int = 0) -> 
     return new
 
 
+def rgb_statistics(values: Union[float, Sequence[float]], name: str) -> list[float]:
+    """A mean or std for the RGB channels every image is converted to: one value (or one per
+    gray / gray+alpha channel: the gray one) for all three, or RGB(A)'s first three."""
+    vals = [float(values)] if isinstance(values, (int, float)) else [float(v) for v in values]
+    if len(vals) in (1, 2):
+        return [vals[0]] * 3
+    if len(vals) in (3, 4):
+        return vals[:3]
+    raise ValueError(f"{name} needs 1 or 3 values (images are converted to RGB); got {len(vals)}")
+
+
+def _channels_last(image: Any, input_data_format: Optional[str]) -> Any:
+    """An array or tensor image in the layout ``to_rgb_array`` expects (arrays HxWxC, tensors
+    CxHxW), given transformers' ``input_data_format``."""
+    fmt = getattr(input_data_format, "value", input_data_format)
+    if fmt is None or not isinstance(image, (np.ndarray, Tensor)) or image.ndim != 3:
+        return image
+    if fmt not in ("channels_first", "channels_last"):
+        raise ValueError(f"input_data_format must be 'channels_first' or 'channels_last'; got {fmt!r}")
+    if isinstance(image, np.ndarray) and fmt == "channels_first":
+        return np.moveaxis(image, 0, -1)
+    if isinstance(image, Tensor) and fmt == "channels_last":
+        return image.permute(2, 0, 1)
+    return image
+
+
 def _image_list(images: Any) -> list:
     if isinstance(images, (list, tuple)):
         batch = list(images)
@@ -169,13 +199,15 @@ class Mask2FormerImageProcessor:
         **extra: Any,
     ) -> None:
         self.do_resize = bool(do_resize)
+        if "size_divisibility" in extra:  # transformers' older name
+            size_divisor = extra.pop("size_divisibility")
         self.size = normalize_size(size, extra.pop("max_size", None))
         self.resample = int(resample)
         self.do_rescale = bool(do_rescale)
         self.rescale_factor = float(rescale_factor)
         self.do_normalize = bool(do_normalize)
-        self.image_mean = [float(v) for v in ([image_mean] * 3 if isinstance(image_mean, (int, float)) else image_mean)]
-        self.image_std = [float(v) for v in ([image_std] * 3 if isinstance(image_std, (int, float)) else image_std)]
+        self.image_mean = rgb_statistics(image_mean, "image_mean")
+        self.image_std = rgb_statistics(image_std, "image_std")
         self.size_divisor = int(size_divisor or 0)
         self.ignore_index = ignore_index
         # Older configs spell it "reduce_labels"; that key stays in ``extra`` and is written back.
@@ -189,8 +221,6 @@ class Mask2FormerImageProcessor:
         self.pad_to_multiple_of = int(pad_to_multiple_of or 0)
         extra.pop("image_processor_type", None)
         self.extra = extra  # unknown keys, written back as read
-        if len(self.image_mean) != 3 or len(self.image_std) != 3:
-            raise ValueError("image_mean and image_std need 3 values (RGB)")
 
     # -- configuration -------------------------------------------------------------------
     _KNOWN = ("do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean",
@@ -203,7 +233,8 @@ class Mask2FormerImageProcessor:
             value = getattr(self, key)
             if value is None or (key == "pad_to_multiple_of" and value == 0):
                 continue  # not part of transformers' format unless set
-            out[key] = dict(value) if isinstance(value, dict) else value
+            # Tuples for the mean and std, as transformers' to_dict gives them.
+            out[key] = dict(value) if isinstance(value, dict) else tuple(value) if isinstance(value, list) else value
         out["image_processor_type"] = "Mask2FormerImageProcessor"
         return out
 
@@ -213,6 +244,14 @@ class Mask2FormerImageProcessor:
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: Union[str, os.PathLike]) -> None:
+        atomic_write_text(os.fspath(json_file_path), self.to_json_string())
+
+    @classmethod
+    def from_json_file(cls, json_file_path: Union[str, os.PathLike]) -> "Mask2FormerImageProcessor":
+        with open(json_file_path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> list[str]:
         """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed)."""
@@ -273,24 +312,45 @@ class Mask2FormerImageProcessor:
         else:
             pixels = pixels.to(torch.float32)
         if settings["do_normalize"]:
-            mean = torch.tensor(settings["image_mean"], dtype=torch.float32).view(3, 1, 1)
-            std = torch.tensor(settings["image_std"], dtype=torch.float32).view(3, 1, 1)
+            mean = torch.tensor(rgb_statistics(settings["image_mean"], "image_mean"), dtype=torch.float32).view(3, 1, 1)
+            std = torch.tensor(rgb_statistics(settings["image_std"], "image_std"), dtype=torch.float32).view(3, 1, 1)
             pixels = (pixels - mean) / std
         return pixels, original
 
-    def __call__(self, images: Any, return_tensors: Optional[str] = "pt", **kwargs: Any) -> BatchFeature:
+    # Accepted for transformers compatibility; nothing to choose here (conversion to RGB
+    # always happens, outputs are always channels-first, pixel masks always returned).
+    _ACCEPTED = ("do_convert_rgb", "data_format", "pad_and_return_pixel_mask", "return_pixel_mask", "device")
+
+    def __call__(
+        self,
+        images: Any,
+        segmentation_maps: Any = None,
+        instance_id_to_semantic_id: Any = None,
+        return_tensors: Optional[str] = "pt",
+        input_data_format: Optional[str] = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
         """Images (one, a list, or a 4-D array/tensor batch) -> BatchFeature with
         ``pixel_values`` (B, 3, H, W) float32 and ``pixel_mask`` (B, H, W) int64 (1 = image).
 
-        Keyword arguments override this processor's settings for this call.
+        With ``segmentation_maps`` (one per image: semantic ids, or instance ids with
+        ``instance_id_to_semantic_id``, one dict or one per image) also the training targets
+        ``mask_labels`` (per image (N, H, W) float32) and ``class_labels`` (per image (N,)
+        int64), as transformers makes them (see :mod:`mask2former.processor_targets`).
+        ``input_data_format``: "channels_first" / "channels_last" for array and tensor images
+        whose layout is ambiguous. Other keyword arguments override this processor's settings
+        for this call.
         """
+        kwargs = {("size_divisor" if k == "size_divisibility" else k): v for k, v in kwargs.items()
+                  if k not in self._ACCEPTED}
         unknown = set(kwargs) - set(self._KNOWN)
         if unknown:
             raise TypeError(f"unexpected arguments: {sorted(unknown)}")
-        if return_tensors not in ("pt", "np"):
+        if return_tensors not in ("pt", "np", None):
             raise ValueError(f"return_tensors must be 'pt' or 'np'; got {return_tensors!r}")
         settings = {key: kwargs.get(key, getattr(self, key)) for key in self._KNOWN}
-        processed = [self._pixels(image, settings) for image in _image_list(images)]
+        batch = [_channels_last(image, input_data_format) for image in _image_list(images)]
+        processed = [self._pixels(image, settings) for image in batch]
         heights = [p.shape[1] for p, _ in processed]
         widths = [p.shape[2] for p, _ in processed]
         height, width = max(heights), max(widths)
@@ -308,11 +368,26 @@ class Mask2FormerImageProcessor:
             pixel_values[i, :, : pixels.shape[1], : pixels.shape[2]] = pixels
             pixel_mask[i, : pixels.shape[1], : pixels.shape[2]] = 1
         out = BatchFeature(pixel_values=pixel_values, pixel_mask=pixel_mask)
-        if return_tensors == "np":
+        if return_tensors != "pt":
             out = BatchFeature(pixel_values=pixel_values.numpy(), pixel_mask=pixel_mask.numpy())
+        if segmentation_maps is not None:
+            maps = segmentation_maps if isinstance(segmentation_maps, (list, tuple)) else [segmentation_maps]
+            out["mask_labels"], out["class_labels"] = encode_targets(
+                maps, list(zip(heights, widths)), (height, width), instance_id_to_semantic_id,
+                settings["ignore_index"], settings["do_reduce_labels"], return_tensors)
         out.original_sizes = [original for _, original in processed]
         out.resized_sizes = list(zip(heights, widths))
         return out
+
+    def encode_inputs(self, pixel_values_list: Any, segmentation_maps: Any = None,
+                      instance_id_to_semantic_id: Any = None, ignore_index: Optional[int] = None,
+                      return_tensors: Optional[str] = "pt", **kwargs: Any) -> BatchFeature:
+        """transformers' ``encode_inputs``: the images as they are (no resize, rescale or
+        normalisation), padded, with targets from ``segmentation_maps``."""
+        if ignore_index is not None:
+            kwargs["ignore_index"] = ignore_index
+        return self(pixel_values_list, segmentation_maps, instance_id_to_semantic_id, return_tensors=return_tensors,
+                    **{**kwargs, "do_resize": False, "do_rescale": False, "do_normalize": False})
 
     preprocess = __call__
 

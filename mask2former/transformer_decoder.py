@@ -7,6 +7,7 @@ the first layer and after every layer; all of them are returned for deep supervi
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -53,10 +54,14 @@ class SelfAttentionLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.pre_norm = pre_norm
 
-    def forward(self, tgt: Tensor, query_pos: Tensor) -> Tensor:
+    def forward(self, tgt: Tensor, query_pos: Tensor, weights: Optional[list[Tensor]] = None) -> Tensor:
+        """``weights``: a list to append the attention weights (B, heads, Q, Q) to."""
         x = self.norm(tgt) if self.pre_norm else tgt
         q = x + query_pos
-        out = tgt + self.dropout(self.self_attn(q, q, x)[0])
+        out, probs = self.self_attn(q, q, x, average_attn_weights=False)
+        if weights is not None:
+            weights.append(probs)
+        out = tgt + self.dropout(out)
         return out if self.pre_norm else self.norm(out)
 
 
@@ -73,6 +78,23 @@ class FFNLayer(nn.Module):
         x = self.norm(tgt) if self.pre_norm else tgt
         out = tgt + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x)))))
         return out if self.pre_norm else self.norm(out)
+
+
+@dataclass
+class DecoderRecord:
+    """What :class:`MultiScaleMaskedTransformerDecoder` keeps besides its predictions, for
+    transformers' output fields. A list that is None is not collected (costs nothing).
+
+    hidden_states: every layer's input, then the last output, (Q, B, C) each;
+    intermediate: the normalised state each prediction is made from, (Q, B, C) each;
+    attentions: every layer's self-attention weights (B, heads, Q, Q);
+    last_hidden_state: the last layer's output (B, Q, C), always set.
+    """
+
+    hidden_states: Optional[list[Tensor]] = None
+    intermediate: Optional[list[Tensor]] = None
+    attentions: Optional[list[Tensor]] = None
+    last_hidden_state: Optional[Tensor] = None
 
 
 class MultiScaleMaskedTransformerDecoder(nn.Module):
@@ -109,8 +131,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
 
-    def forward(self, features: list[Tensor], mask_features: Tensor) -> tuple[list[Tensor], list[Optional[Tensor]]]:
+    def forward(self, features: list[Tensor], mask_features: Tensor, record: Optional[DecoderRecord] = None,
+                ) -> tuple[list[Tensor], list[Optional[Tensor]]]:
         """features: three maps (B, C, H_l, W_l), coarsest first; mask_features: (B, D, H/4, W/4).
+        ``record``: filled with what it asks for (see :class:`DecoderRecord`).
 
         Returns per-prediction lists (first = before any layer, last = final) of class logits
         (B, Q, K+1) and mask logits (B, Q, H/4, W/4). Inside, tensors are sequence-first
@@ -133,6 +157,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         masks: list[Optional[Tensor]] = []
         for i in range(self.num_layers + 1):
             x = self.decoder_norm(out).transpose(0, 1)
+            if record is not None and record.intermediate is not None:
+                record.intermediate.append(x.transpose(0, 1))
             classes.append(self.class_embed(x))
             mask = self.mask_logits(self.mask_embed(x), mask_features)
             last = i == self.num_layers
@@ -142,9 +168,15 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             nxt = i % self.num_levels  # the level the next layer attends to
             attn_mask = head_masks(mask, sizes[nxt], self.num_heads)
             del mask
+            if record is not None and record.hidden_states is not None:
+                record.hidden_states.append(out)  # the very tensor the layer reads (gradients reach it)
             out = self.transformer_cross_attention_layers[i](out, srcs[nxt], attn_mask, pos[nxt], query_pos)
-            out = self.transformer_self_attention_layers[i](out, query_pos)
+            out = self.transformer_self_attention_layers[i](out, query_pos, record.attentions if record else None)
             out = self.transformer_ffn_layers[i](out)
+        if record is not None:
+            record.last_hidden_state = out.transpose(0, 1)
+            if record.hidden_states is not None:
+                record.hidden_states.append(out)
         return classes, masks
 
     @staticmethod

@@ -227,7 +227,7 @@ class SwinTransformer(nn.Module):
     def __init__(self, cfg: SwinConfig):
         super().__init__()
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim, cfg.layer_norm_eps)
-        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()  # cpu: also under torch.device("meta")
         dims = cfg.channels
         self.layers = nn.ModuleList()
         start = 0

@@ -55,30 +55,52 @@ def read_hf_state_dict(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> di
     )
 
 
-def load_into(model: nn.Module, state: dict[str, Tensor], source: str, strict: bool = True) -> None:
-    """Copy ``state`` (our names) into ``model``, refusing any partial or mis-shaped load."""
+def load_into(model: nn.Module, state: dict[str, Tensor], source: str, strict: bool = True,
+              ignore_mismatched: bool = False, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Copy ``state`` (our names) into ``model``, refusing any partial or mis-shaped load.
+
+    ``ignore_mismatched``: tensors whose shape differs (e.g. a classifier for another class
+    count) keep the model's fresh values instead. Returns transformers' loading info:
+    missing_keys, unexpected_keys, mismatched_keys (name, checkpoint shape, model shape),
+    error_msgs. ``optional``: name prefixes that may be missing even when strict (they keep
+    their fresh values), e.g. the class head for a base model.
+    """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
+    required = [k for k in missing if not k.startswith(optional)] if optional else missing
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected) if state[k].shape != expected[k].shape
-    )
+    mismatched = sorted((k, tuple(state[k].shape), tuple(expected[k].shape))
+                        for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
     problems = []
-    if wrong:
-        problems.append(f"{len(wrong)} mis-shaped: " + "; ".join(wrong[:20]))
-    if strict and missing:
-        problems.append(f"{len(missing)} missing: " + ", ".join(missing[:20]))
+    if mismatched and not ignore_mismatched:
+        problems.append(f"{len(mismatched)} mis-shaped: " + "; ".join(
+            f"{k}: checkpoint {a} vs model {b}" for k, a, b in mismatched[:20])
+            + " (ignore_mismatched_sizes=True keeps the model's fresh values for these)")
+    if strict and required:
+        problems.append(f"{len(required)} missing: " + ", ".join(required[:20]))
     if strict and unexpected:
         problems.append(f"{len(unexpected)} unexpected: " + ", ".join(unexpected[:20]))
     if problems:
         raise CheckpointMismatchError(f"{source}: checkpoint does not fit the model: " + " | ".join(problems))
-    usable = {k: v for k, v in state.items() if k in expected}
-    model.load_state_dict(usable, strict=False)
+    skip = {k for k, _, _ in mismatched}
+    usable = {k: v for k, v in state.items() if k in expected and k not in skip}
+    if any(p.is_meta for p in expected.values()):
+        model.load_state_dict(usable, strict=False, assign=True)
+    else:
+        model.load_state_dict(usable, strict=False)
+    return {"missing_keys": set(missing), "unexpected_keys": set(unexpected), "mismatched_keys": mismatched,
+            "error_msgs": []}
 
 
-def hf_state_to_ours(state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+def hf_state_to_ours(state: dict[str, Tensor], source: str, strict: bool = True) -> dict[str, Tensor]:
+    """Rename to our names; an unknown name is an error, or with ``strict=False`` kept as it
+    is (then reported as unexpected)."""
+    if not any(k.startswith("model.") for k in state):  # saved from transformers' Mask2FormerModel
+        state = {(f"model.{k}" if k.startswith(("pixel_level_module.", "transformer_module.")) else k): v
+                 for k, v in state.items()}
     ours, unknown = hf_to_ours(state)
+    if unknown and not strict:
+        return {**ours, **{k: state[k] for k in unknown}}
     if unknown:
         raise CheckpointMismatchError(
             f"{source}: {len(unknown)} tensors with names this loader does not know: " + ", ".join(unknown[:20])

@@ -5,6 +5,10 @@ import os
 from typing import Any, Optional
 
 
+# Keyword arguments of from_pretrained that say where to read files (huggingface_hub's names).
+HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download", "subfolder", "proxies")
+
+
 class CheckpointNotFoundError(OSError):
     """Raised with one line that says what was looked for and what to do instead."""
 
@@ -52,13 +56,17 @@ def resolve_file(
     otherwise they are downloaded. Missing with ``optional=True`` returns None.
     """
     name = os.fspath(name_or_path)
+    subfolder = hub_kwargs.pop("subfolder", None) or ""
+    hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
+    if subfolder:
+        hub_kwargs["subfolder"] = subfolder
     if os.path.isdir(name):
-        path = os.path.join(name, filename)
+        path = os.path.join(name, subfolder, filename)
         if os.path.isfile(path):
             return path
         if optional:
             return None
-        raise CheckpointNotFoundError(f"{name}: no {filename} in this folder")
+        raise CheckpointNotFoundError(f"{os.path.join(name, subfolder)}: no {filename} in this folder")
     if os.path.exists(name):
         raise CheckpointNotFoundError(f"{name}: expected a checkpoint folder or a .pkl file")
     if looks_like_path(name):
