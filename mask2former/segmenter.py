@@ -214,13 +214,27 @@ class Segmenter:
         for members in groups.values():
             for start in range(0, len(members), bs):
                 part = members[start:start + bs]
-                with self._inference():
-                    results = self._predict([rgb for _, rgb in part])
-                for (k, rgb), res in zip(part, results):
-                    done[k] = SegmentationResult(chunk[k][0], rgb, self.task, id2label=self.info.id2label,
-                                                 palette=self.info.palette, **res)
+                results = self.predict_arrays([rgb for _, rgb in part], [chunk[k][0] for k, _ in part])
+                for (k, _), res in zip(part, results):
+                    done[k] = res
         for k in range(len(chunk)):
             yield done[k]
+
+    def preprocess(self, rgb: np.ndarray) -> Optional[torch.Tensor]:
+        """(3, h, w) network input of one image, or None where TTA / sliding windows make
+        their own; thread-safe, so input pipelines can run it ahead of the forward pass."""
+        if self.tta or self.sliding_window is not None:
+            return None
+        return self._tensor(rgb)
+
+    def predict_arrays(self, images: list[np.ndarray], sources: Sequence[str],
+                       tensors: Optional[list[torch.Tensor]] = None) -> list[SegmentationResult]:
+        """Decoded HxWx3 uint8 images of one processed size (optionally with their
+        :meth:`preprocess` tensors) -> their results, in one batch."""
+        with self._inference():
+            fields = self._predict(images, tensors)
+        return [SegmentationResult(src, rgb, self.task, id2label=self.info.id2label, palette=self.info.palette, **f)
+                for src, rgb, f in zip(sources, images, fields)]
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
@@ -240,11 +254,12 @@ class Segmenter:
                 setattr(module, name, value)
 
     @torch.inference_mode()
-    def _predict(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
+    def _predict(self, images: list[np.ndarray], tensors: Optional[list[torch.Tensor]] = None
+                 ) -> list[dict[str, Any]]:
         """Same-size images -> per image the fields of a SegmentationResult."""
         if self.tta or self.sliding_window is not None:  # several forwards per image
             return [{"labels": tta_mod.labels_from_scores(tta_mod.predict_scores(self, rgb))} for rgb in images]
-        x = torch.stack([self._tensor(rgb) for rgb in images])
+        x = torch.stack(tensors if tensors is not None else [self._tensor(rgb) for rgb in images])
         h, w = x.shape[-2:]
         ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
         pixel_mask = torch.zeros((len(images), ph, pw), dtype=torch.long)
