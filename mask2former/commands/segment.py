@@ -223,10 +223,11 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     try:
         Pipeline(seg, args.num_workers, check=lambda item, rgb: memory(item.path, *rgb.shape[:2])).run(
             mine(), write, fail)
-        if videos:
-            from ..inference.video import VideoOptions, segment_videos
+        videos = [v for v in videos if not _video_done(v, opts, args, finished)]
+        for video in videos:
+            from ..inference.video import VideoOptions, segment_video_part
 
-            segment_videos(seg, videos, opts, VideoOptions.from_args(args), journal, rank, world)
+            segment_video_part(seg, video, opts, VideoOptions.from_args(args), journal, rank, world)
     finally:
         journal.close()
         dist_utils.barrier()  # every process has written its files and journal lines
@@ -234,6 +235,7 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
             progress.close()
     code = 0
     if rank == 0:
+        _join_videos(videos, opts, args, run_id, world, seg)
         count, errors = write_run_files(args.out, run_id, stream or [], seg.info)
         skipped = count - (progress.done if progress else 0)
         print(f"{count} image(s) with complete outputs ({max(skipped, 0)} from earlier runs), {len(errors)} "
@@ -241,6 +243,36 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
               file=sys.stderr)
         code = 1 if errors else 0
     return int(_broadcast(code))
+
+
+def _video_key(path: str) -> int:
+    from ..inference.video import video_stem
+
+    return InputItem(-1, path, video_stem(path)).key
+
+
+def _video_done(path: str, opts: Any, args: argparse.Namespace, finished: set) -> bool:
+    from ..inference.video import VideoOptions, video_outputs, video_stem
+
+    names = video_outputs(video_stem(path), VideoOptions.from_args(args), opts.overlay)
+    return _video_key(path) in finished and all(os.path.exists(os.path.join(args.out, n)) for n in names)
+
+
+def _join_videos(videos: list[str], opts: Any, args: argparse.Namespace, run_id: str, world: int, seg: Any) -> None:
+    from ..inference import resume
+    from ..inference.video import VideoOptions, join_parts, say_encoder
+
+    if videos:
+        say_encoder()
+    journal = resume.Journal(args.out, run_id, 0)
+    names = [seg.info.id2label[i] for i in range(len(seg.info.id2label))]
+    try:
+        for video in videos:
+            outputs = join_parts(video, opts, VideoOptions.from_args(args), world, names)
+            journal.done({"key": _video_key(video), "video": video, "outputs": outputs})
+            print(f"{video}: {', '.join(outputs)}", file=sys.stderr)
+    finally:
+        journal.close()
 
 
 class _Progress:

@@ -67,9 +67,9 @@ class Pipeline:
             return _Inline()
         return ThreadPoolExecutor(self.num_workers, thread_name_prefix=f"segment-{name}")
 
-    def _decode(self, item: InputItem) -> Decoded:
+    def _decode(self, item: InputItem, load: Optional[Callable[[InputItem], np.ndarray]] = None) -> Decoded:
         try:
-            rgb = to_rgb_array(item.path)
+            rgb = to_rgb_array(item.path) if load is None else load(item)
             if self.check is not None:
                 self.check(item, rgb)
             return Decoded(item, rgb, self.seg.preprocess(rgb))
@@ -78,17 +78,19 @@ class Pipeline:
         except Exception as e:  # anything else unreadable: one line, the run goes on
             return Decoded(item, error=f"{item.path}: cannot read image ({e})")
 
-    def _decoded(self, items: Iterable[InputItem], pool: Any) -> Iterator[Decoded]:
+    def _decoded(self, items: Iterable[InputItem], pool: Any, load: Any) -> Iterator[Decoded]:
         """Decoded items in input order, at most ``ahead`` in flight."""
         pending: collections.deque[Future] = collections.deque()
         for item in items:
-            pending.append(pool.submit(self._decode, item))
+            pending.append(pool.submit(self._decode, item, load))
             if len(pending) >= self.ahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
-    def run(self, items: Iterable[InputItem], write: Write, fail: Fail) -> None:
+    def run(self, items: Iterable[InputItem], write: Write, fail: Fail,
+            load: Optional[Callable[[InputItem], np.ndarray]] = None) -> None:
+        """``load(item)`` gives an item's pixels (default: read the file ``item.path``)."""
         decode_pool, write_pool = self._executor("decode"), self._executor("write")
         writing: collections.deque[tuple[Future, InputItem]] = collections.deque()
 
@@ -119,7 +121,7 @@ class Pipeline:
         waiting = 0
         bs = self.seg.batch_size
         try:
-            for d in self._decoded(items, decode_pool):
+            for d in self._decoded(items, decode_pool, load):
                 if d.error is not None:
                     fail(d.item, d.error)
                     continue

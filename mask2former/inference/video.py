@@ -1,0 +1,256 @@
+"""Videos through PyAV (any container/codec FFmpeg reads): overlay video, per-frame area CSV
+and, with ``--save-frames``, per-frame label PNGs. Streamed: frames are decoded in a thread
+ahead of the network, segmented by the same :class:`Pipeline` as images, and encoded in
+order as they finish, so memory does not grow with the video's length.
+
+Outputs for ``clip.mp4`` (name ``clip``): ``clip_overlay.mp4`` (H.264 via libx264 when PyAV
+has it, else MPEG-4 Part 2, said on stderr; no B-frames; the source's size, and its frame
+rate divided by ``--frame-stride``), ``clip_frames.csv`` (frame, time_s, pixels per class)
+and ``clip/frame_NNNNNN_labels.png``. Frame numbers count decoded frames from 0.
+
+Under torchrun the selected frames are split into one contiguous range per process; each
+encodes its range to ``OUT/.mask2former/clip.partR.mp4`` (+ CSV rows), and rank 0 joins the
+parts by copying their packets (no re-encoding). Frames, label PNGs and the CSV are those of
+a single process; the H.264 stream differs only in having a keyframe where each part starts.
+A video is redone whole when a run is interrupted (finished videos are skipped).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from ..io import atomic_path, atomic_write_text
+from ..segmenter import SegmentationResult, Segmenter
+from .inputs import InputItem
+from .pipeline import Pipeline
+from .resume import Journal, journal_dir
+from .writer import WriteOptions, class_pixels, shown
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    save_frames: bool = False
+    stride: int = 1
+    start: float = 0.0
+    end: Optional[float] = None
+    num_workers: int = 2
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "VideoOptions":
+        return cls(args.save_frames, args.frame_stride, args.start, args.end, args.num_workers)
+
+
+@dataclass(frozen=True)
+class FrameItem(InputItem):
+    rgb: Any = field(default=None, compare=False, repr=False)
+    frame: int = 0  # number among the decoded frames
+    time: float = 0.0
+
+
+def video_stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def video_outputs(stem: str, vopts: VideoOptions, overlay: bool = True) -> list[str]:
+    return ([stem + "_overlay.mp4"] if overlay else []) + [stem + "_frames.csv"]
+
+
+def _selected(path: str, vopts: VideoOptions, lo: int = 0, hi: Optional[int] = None) -> Iterator[tuple[int, float, Any]]:
+    """(selected frame number, time, av frame) for the k-th selected frames, lo <= k < hi."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # FFmpeg's own decoding threads
+        k = 0
+        for n, frame in enumerate(container.decode(stream)):
+            t = float(frame.time) if frame.time is not None else n / float(stream.average_rate or 25)
+            if t < vopts.start or (n % vopts.stride):
+                continue
+            if vopts.end is not None and t >= vopts.end:
+                break
+            if hi is not None and k >= hi:
+                break
+            if k >= lo:
+                yield n, t, frame
+            k += 1
+
+
+def count_selected(path: str, vopts: VideoOptions) -> int:
+    return sum(1 for _ in _selected(path, vopts))
+
+
+def _prefetch(items: Iterator[Any], size: int) -> Iterator[Any]:
+    """Run ``items`` in a thread, at most ``size`` ahead (decoding overlaps the network)."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, size))
+    end = object()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for x in items:
+                q.put(x)
+        except BaseException as e:  # re-raised in the consumer
+            failure.append(e)
+        finally:
+            q.put(end)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        x = q.get()
+        if x is end:
+            break
+        yield x
+    if failure:
+        raise failure[0]
+
+
+def encoder_name() -> str:
+    import av
+
+    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+class _Encoder:
+    """Frames in, in order (a reorder buffer takes them as they finish), into one file."""
+
+    def __init__(self, path: str, width: int, height: int, rate: Fraction):
+        import av
+
+        self.path = path
+        self.container = av.open(path, "w", format="mp4")
+        codec = encoder_name()
+        self.stream = self.container.add_stream(codec, rate=rate)
+        self.stream.width, self.stream.height = width, height
+        odd = width % 2 or height % 2  # 4:2:0 needs even sizes; keep the size, not the subsampling
+        self.stream.pix_fmt = "yuv444p" if odd and codec == "libx264" else "yuv420p"
+        self.stream.options = {"bf": "0", "crf": "18"} if codec == "libx264" else {"bf": "0", "qscale": "3"}
+        self.stream.codec_context.time_base = Fraction(1) / rate
+        self._next, self._waiting, self._count = 0, {}, 0
+        self._lock = threading.Lock()
+
+    def put(self, k: int, rgb: Optional[np.ndarray]) -> None:
+        """Frame ``k`` of this part (None: it failed, its place is skipped)."""
+        import av
+
+        with self._lock:
+            self._waiting[k] = rgb
+            while self._next in self._waiting:
+                img = self._waiting.pop(self._next)
+                if img is not None:
+                    frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                    frame.pts = self._count
+                    self._count += 1
+                    for packet in self.stream.encode(frame):
+                        self.container.mux(packet)
+                self._next += 1
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+def segment_video_part(seg: Segmenter, path: str, opts: WriteOptions, vopts: VideoOptions, journal: Journal,
+                       rank: int, world: int) -> None:
+    """This process's share of one video: its frame range, encoded to its part file."""
+    import av
+
+    stem = video_stem(path)
+    total = count_selected(path, vopts) if world > 1 else None
+    lo, hi = (0, None) if total is None else (rank * total // world, (rank + 1) * total // world)
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        rate = Fraction(s.average_rate or 25) / vopts.stride
+        width, height = s.codec_context.width, s.codec_context.height
+    part = os.path.join(journal_dir(opts.out), f"{stem}.part{rank}.mp4")
+    rows: dict[int, str] = {}
+    encoder = _Encoder(part, width, height, rate) if opts.overlay else None
+    frames_dir = os.path.join(opts.out, stem)
+    if vopts.save_frames:
+        os.makedirs(frames_dir, exist_ok=True)
+
+    def frames() -> Iterator[FrameItem]:
+        for k, (n, t, frame) in enumerate(_selected(path, vopts, lo, hi)):
+            yield FrameItem(k, f"{path} frame {n}", f"{stem}/frame_{n:06d}", frame.to_ndarray(format="rgb24"), n, t)
+
+    def write(result: SegmentationResult, item: InputItem) -> None:
+        assert isinstance(item, FrameItem)
+        picture = shown(result, opts.show_threshold)
+        if vopts.save_frames:
+            picture.save_labels(os.path.join(opts.out, item.stem + "_labels.png"))
+        rows[item.index] = f"{item.frame},{item.time:.6f}," + ",".join(map(str, class_pixels(picture)))
+        if encoder is not None:
+            encoder.put(item.index, picture.overlay())
+
+    def fail(item: InputItem, message: str) -> None:
+        journal.failed(item.path, message)
+        if encoder is not None:
+            encoder.put(item.index, None)
+
+    pipeline = Pipeline(seg, vopts.num_workers)
+    pipeline.run(_prefetch(frames(), pipeline.ahead), write, fail, load=lambda item: item.rgb)
+    if encoder is not None:
+        encoder.close()
+    atomic_write_text(part[:-4] + ".csv", "".join(rows[k] + "\n" for k in sorted(rows)))
+
+
+def join_parts(path: str, opts: WriteOptions, vopts: VideoOptions, world: int, names: list[str]) -> list[str]:
+    """Rank 0, after every process is done: the parts into the video's final files."""
+    stem = video_stem(path)
+    parts = [os.path.join(journal_dir(opts.out), f"{stem}.part{r}") for r in range(world)]
+    header = "frame,time_s," + ",".join(_csv_name(n) for n in names + ["(void)"]) + "\n"
+    atomic_write_text(os.path.join(opts.out, stem + "_frames.csv"),
+                      header + "".join(open(p + ".csv", encoding="utf-8").read() for p in parts))
+    outputs = [stem + "_frames.csv"]
+    if opts.overlay:
+        with atomic_path(os.path.join(opts.out, stem + "_overlay.mp4")) as tmp:
+            _concat([p + ".mp4" for p in parts], tmp)
+        outputs.insert(0, stem + "_overlay.mp4")
+    for p in parts:
+        for ext in (".csv", ".mp4"):
+            if os.path.exists(p + ext):
+                os.unlink(p + ext)
+    return outputs
+
+
+def _csv_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\n') else name
+
+
+def _concat(parts: list[str], target: str) -> None:
+    """Copy the packets of same-settings H.264 parts into one file, shifting timestamps."""
+    import av
+
+    with av.open(target, "w", format="mp4") as out:
+        ostream = None
+        offset = 0
+        for p in parts:
+            with av.open(p) as c:
+                s = c.streams.video[0]
+                if ostream is None:
+                    ostream = out.add_stream_from_template(s)
+                end = offset
+                for packet in c.demux(s):
+                    if packet.dts is None:  # the demuxer's end-of-stream marker
+                        continue
+                    packet.pts += offset
+                    packet.dts += offset
+                    end = max(end, packet.pts + (packet.duration or 0))
+                    packet.stream = ostream
+                    out.mux(packet)
+                offset = end
+
+
+def say_encoder() -> None:
+    name = encoder_name()
+    if name != "libx264":
+        print(f"note: PyAV has no libx264 here; overlay videos are MPEG-4 Part 2 ({name})", file=sys.stderr)
