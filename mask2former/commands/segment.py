@@ -218,7 +218,7 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
         journal.failed(item.path, message, item.index)
 
     total = None if args.list == "-" or stream is None else sum(1 for _ in todo(lambda line: None))
-    progress = _Progress(args.out, run_id, total) if rank == 0 else None
+    progress = _Progress(args.out, run_id, total) if rank == 0 and stream is not None else None
     memory = MemoryCheck(seg)
     try:
         Pipeline(seg, args.num_workers, check=lambda item, rgb: memory(item.path, *rgb.shape[:2])).run(
@@ -238,9 +238,10 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
         _join_videos(videos, opts, args, run_id, world, seg)
         count, errors = write_run_files(args.out, run_id, stream or [], seg.info)
         skipped = count - (progress.done if progress else 0)
-        print(f"{count} image(s) with complete outputs ({max(skipped, 0)} from earlier runs), {len(errors)} "
-              f"failed{'; see ' + os.path.join(args.out, 'errors.jsonl') if errors else ''}; outputs in {args.out}",
-              file=sys.stderr)
+        if stream is not None or errors:
+                print(f"{count} image(s) with complete outputs ({max(skipped, 0)} from earlier runs), {len(errors)} "
+                  f"failed{'; see ' + os.path.join(args.out, 'errors.jsonl') if errors else ''}; outputs in "
+                  f"{args.out}", file=sys.stderr)
         code = 1 if errors else 0
     return int(_broadcast(code))
 

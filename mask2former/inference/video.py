@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import shutil
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_path
 from ..segmenter import SegmentationResult, Segmenter
 from .inputs import InputItem
 from .pipeline import Pipeline
@@ -119,33 +120,39 @@ def encoder_name() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-class _Encoder:
-    """Frames in, in order (a reorder buffer takes them as they finish), into one file."""
+class _PartWriter:
+    """One process's part of a video: overlay frames and CSV rows arrive as they finish and
+    are written in frame order (a reorder buffer of at most the pipeline's in-flight frames)."""
 
-    def __init__(self, path: str, width: int, height: int, rate: Fraction):
+    def __init__(self, path: str, width: int, height: int, rate: Fraction, overlay: bool):
         import av
 
         self.path = path
-        self.container = av.open(path, "w", format="mp4")
-        codec = encoder_name()
-        self.stream = self.container.add_stream(codec, rate=rate)
-        self.stream.width, self.stream.height = width, height
-        odd = width % 2 or height % 2  # 4:2:0 needs even sizes; keep the size, not the subsampling
-        self.stream.pix_fmt = "yuv444p" if odd and codec == "libx264" else "yuv420p"
-        self.stream.options = {"bf": "0", "crf": "18"} if codec == "libx264" else {"bf": "0", "qscale": "3"}
-        self.stream.codec_context.time_base = Fraction(1) / rate
+        self.csv = open(path + ".csv", "w", encoding="utf-8")
+        self.container = av.open(path + ".mp4", "w", format="mp4") if overlay else None
+        if self.container is not None:
+            codec = encoder_name()
+            self.stream = self.container.add_stream(codec, rate=rate)
+            self.stream.width, self.stream.height = width, height
+            odd = width % 2 or height % 2  # 4:2:0 needs even sizes; keep the size, not the subsampling
+            self.stream.pix_fmt = "yuv444p" if odd and codec == "libx264" else "yuv420p"
+            # No B-frames: timestamps then only grow, so parts can be joined by copying packets.
+            self.stream.options = {"bf": "0", "crf": "18"} if codec == "libx264" else {"bf": "0", "qscale": "3"}
+            self.stream.codec_context.time_base = Fraction(1) / rate
         self._next, self._waiting, self._count = 0, {}, 0
         self._lock = threading.Lock()
 
-    def put(self, k: int, rgb: Optional[np.ndarray]) -> None:
-        """Frame ``k`` of this part (None: it failed, its place is skipped)."""
+    def put(self, k: int, row: Optional[str], rgb: Optional[np.ndarray]) -> None:
+        """Frame ``k`` of this part (``row`` None: it failed, its place is skipped)."""
         import av
 
         with self._lock:
-            self._waiting[k] = rgb
+            self._waiting[k] = (row, rgb)
             while self._next in self._waiting:
-                img = self._waiting.pop(self._next)
-                if img is not None:
+                row, img = self._waiting.pop(self._next)
+                if row is not None:
+                    self.csv.write(row + "\n")
+                if img is not None and self.container is not None:
                     frame = av.VideoFrame.from_ndarray(img, format="rgb24")
                     frame.pts = self._count
                     self._count += 1
@@ -154,9 +161,11 @@ class _Encoder:
                 self._next += 1
 
     def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+        if self.container is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+        self.csv.close()
 
 
 def segment_video_part(seg: Segmenter, path: str, opts: WriteOptions, vopts: VideoOptions, journal: Journal,
@@ -171,12 +180,9 @@ def segment_video_part(seg: Segmenter, path: str, opts: WriteOptions, vopts: Vid
         s = c.streams.video[0]
         rate = Fraction(s.average_rate or 25) / vopts.stride
         width, height = s.codec_context.width, s.codec_context.height
-    part = os.path.join(journal_dir(opts.out), f"{stem}.part{rank}.mp4")
-    rows: dict[int, str] = {}
-    encoder = _Encoder(part, width, height, rate) if opts.overlay else None
-    frames_dir = os.path.join(opts.out, stem)
+    part = _PartWriter(os.path.join(journal_dir(opts.out), f"{stem}.part{rank}"), width, height, rate, opts.overlay)
     if vopts.save_frames:
-        os.makedirs(frames_dir, exist_ok=True)
+        os.makedirs(os.path.join(opts.out, stem), exist_ok=True)
 
     def frames() -> Iterator[FrameItem]:
         for k, (n, t, frame) in enumerate(_selected(path, vopts, lo, hi)):
@@ -187,20 +193,18 @@ def segment_video_part(seg: Segmenter, path: str, opts: WriteOptions, vopts: Vid
         picture = shown(result, opts.show_threshold)
         if vopts.save_frames:
             picture.save_labels(os.path.join(opts.out, item.stem + "_labels.png"))
-        rows[item.index] = f"{item.frame},{item.time:.6f}," + ",".join(map(str, class_pixels(picture)))
-        if encoder is not None:
-            encoder.put(item.index, picture.overlay())
+        row = f"{item.frame},{item.time:.6f}," + ",".join(map(str, class_pixels(picture)))
+        part.put(item.index, row, picture.overlay() if opts.overlay else None)
 
     def fail(item: InputItem, message: str) -> None:
         journal.failed(item.path, message)
-        if encoder is not None:
-            encoder.put(item.index, None)
+        part.put(item.index, None, None)
 
     pipeline = Pipeline(seg, vopts.num_workers)
-    pipeline.run(_prefetch(frames(), pipeline.ahead), write, fail, load=lambda item: item.rgb)
-    if encoder is not None:
-        encoder.close()
-    atomic_write_text(part[:-4] + ".csv", "".join(rows[k] + "\n" for k in sorted(rows)))
+    try:
+        pipeline.run(_prefetch(frames(), pipeline.ahead), write, fail, load=lambda item: item.rgb)
+    finally:
+        part.close()
 
 
 def join_parts(path: str, opts: WriteOptions, vopts: VideoOptions, world: int, names: list[str]) -> list[str]:
@@ -208,8 +212,12 @@ def join_parts(path: str, opts: WriteOptions, vopts: VideoOptions, world: int, n
     stem = video_stem(path)
     parts = [os.path.join(journal_dir(opts.out), f"{stem}.part{r}") for r in range(world)]
     header = "frame,time_s," + ",".join(_csv_name(n) for n in names + ["(void)"]) + "\n"
-    atomic_write_text(os.path.join(opts.out, stem + "_frames.csv"),
-                      header + "".join(open(p + ".csv", encoding="utf-8").read() for p in parts))
+    with atomic_path(os.path.join(opts.out, stem + "_frames.csv")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(header)
+            for p in parts:
+                with open(p + ".csv", encoding="utf-8") as part:
+                    shutil.copyfileobj(part, f)
     outputs = [stem + "_frames.csv"]
     if opts.overlay:
         with atomic_path(os.path.join(opts.out, stem + "_overlay.mp4")) as tmp:
@@ -234,14 +242,16 @@ def _concat(parts: list[str], target: str) -> None:
         ostream = None
         offset = 0
         for p in parts:
+            if not os.path.exists(p) or os.path.getsize(p) == 0:  # a process with no frames to encode
+                continue
             with av.open(p) as c:
                 s = c.streams.video[0]
-                if ostream is None:
-                    ostream = out.add_stream_from_template(s)
                 end = offset
                 for packet in c.demux(s):
                     if packet.dts is None:  # the demuxer's end-of-stream marker
                         continue
+                    if ostream is None:  # from the first part with frames (a part may have none)
+                        ostream = out.add_stream_from_template(s)
                     packet.pts += offset
                     packet.dts += offset
                     end = max(end, packet.pts + (packet.duration or 0))
