@@ -218,7 +218,7 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
         journal.failed(item.path, message, item.index)
 
     total = None if args.list == "-" or stream is None else sum(1 for _ in todo(lambda line: None))
-    progress = _Progress(args.out, run_id, total) if rank == 0 and stream is not None else None
+    progress = _Progress(args.out, run_id, total, bar=stream is not None) if rank == 0 else None
     memory = MemoryCheck(seg)
     try:
         Pipeline(seg, args.num_workers, check=lambda item, rgb: memory(item.path, *rgb.shape[:2])).run(
@@ -280,11 +280,11 @@ class _Progress:
     """Rank 0's bar: counts every process's journal lines (global progress), prints their
     error lines above the bar."""
 
-    def __init__(self, out: str, run_id: str, total: Any):
+    def __init__(self, out: str, run_id: str, total: Any, bar: bool = True):
         from ..inference.resume import LineCounter
 
         self.counter = LineCounter(out, run_id)
-        self.bar = _bar(total)
+        self.bar = _bar(total) if bar else _NoBar()
         self.done = 0
         self.start = time.time()
         self._stop = threading.Event()
