@@ -258,13 +258,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("semantic test-time augmentation and sliding windows (semantic task only)")
     g.add_argument("--tta", action="store_true",
                    help="average class scores over scales x horizontal flip, like the original's "
-                        "SemanticSegmentorWithTTA (semantic task only)")
+                        "SemanticSegmentorWithTTA (semantic task only; default: off)")
     g.add_argument("--tta-scales", type=float, nargs="+", default=list(DEFAULT_TTA_SCALES), metavar="S",
                    help="scales of the base test size (default: %(default)s)")
-    g.add_argument("--tta-no-flip", action="store_true", help="TTA without the mirrored views")
+    g.add_argument("--tta-no-flip", action="store_true", help="TTA without the mirrored views (default: with them)")
     g.add_argument("--sliding-window", type=int, nargs=2, metavar=("H", "W"),
                    help="run on H x W tiles of the resized image and average overlapping scores "
-                        "(semantic task only)")
+                        "(semantic task only; default: off, one forward of the whole image)")
     g.add_argument("--window-overlap", type=float, default=DEFAULT_WINDOW_OVERLAP,
                    help="fraction of a window shared with the next tile (default: 1/3)")
 
