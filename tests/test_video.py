@@ -172,3 +172,23 @@ def test_memory_stays_flat_over_a_long_video(tmp_path):
     late = [r for f, r in samples if f >= 1300 and r > 0]
     assert early and late
     assert max(late) - max(early) < 8 * 1024, (max(early), max(late))
+
+
+def test_folder_of_numbered_frames_is_a_video(clip, one_process, tmp_path):
+    """The clip's decoded frames saved as frame_0.png ... frame_7.png (number order, not
+    name order) give the clip's own per-frame table and labels."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    frames, fps, _ = decoded(clip)
+    for n, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"frame_{n}.png")
+    (folder / "frame_10.png").write_bytes((folder / "frame_7.png").read_bytes())  # sorts after 7, not after 1
+    out = tmp_path / "out"
+    res = segment(str(folder), "--video-fps", str(fps), "--out", str(out), "--model", DEMO, "--resize", "config",
+                  "--save-frames")
+    assert res.returncode == 0, res.stderr
+    rows = (out / "clip_frames.csv").read_text().splitlines()
+    assert rows[:9] == (one_process / "clip_frames.csv").read_text().splitlines()
+    assert rows[9].split(",")[2:] == rows[8].split(",")[2:]
+    overlay, ofps, _ = decoded(out / "clip_overlay.mp4")
+    assert len(overlay) == 9 and ofps == fps

@@ -66,6 +66,9 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
     v.add_argument("--frame-stride", type=int, default=1, help="segment every K-th frame (default: %(default)s)")
     v.add_argument("--start", type=float, default=0.0, help="first second to segment (default: %(default)s)")
     v.add_argument("--end", type=float, default=None, help="second to stop at (default: the end)")
+    v.add_argument("--video-fps", type=float, default=None, metavar="FPS",
+                   help="treat every folder given as the numbered frames of one video at FPS frames/s "
+                        "(default: a folder is a set of images)")
     tta.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -92,6 +95,8 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError("--tta-scales and --tta-no-flip apply to --tta, which is not given")
     if args.frame_stride < 1:
         raise ValueError(f"--frame-stride must be at least 1; got {args.frame_stride}")
+    if args.video_fps is not None and not args.video_fps > 0:
+        raise ValueError(f"--video-fps must be a positive frame rate; got {args.video_fps}")
     if args.start < 0 or (args.end is not None and args.end <= args.start):
         raise ValueError(f"--start/--end must satisfy 0 <= start < end; got {args.start}, {args.end}")
 
@@ -177,7 +182,7 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     from ..inference.summary import write_run_files
     from ..inference.writer import WriteOptions, output_names, write_image
 
-    videos = [s for s in args.inputs if os.path.isfile(s) and is_video(s)]
+    videos = [s for s in args.inputs if (os.path.isfile(s) and is_video(s)) or (args.video_fps and os.path.isdir(s))]
     images = [s for s in args.inputs if s not in videos]
     if rank == 0:
         _prepare_output(args.out)
@@ -224,10 +229,14 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
         Pipeline(seg, args.num_workers, check=lambda item, rgb: memory(item.path, *rgb.shape[:2])).run(
             mine(), write, fail)
         videos = [v for v in videos if not _video_done(v, opts, args, finished)]
-        for video in videos:
+        for video in list(videos):
             from ..inference.video import VideoOptions, segment_video_part
 
-            segment_video_part(seg, video, opts, VideoOptions.from_args(args), journal, rank, world)
+            try:
+                segment_video_part(seg, video, opts, VideoOptions.from_args(args), journal, rank, world)
+            except (OSError, ValueError) as e:  # this video fails (on every rank alike), the rest go on
+                journal.failed(video, str(e) if video in str(e) else f"{video}: {e}")
+                videos.remove(video)
     finally:
         journal.close()
         dist_utils.barrier()  # every process has written its files and journal lines

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import re
 import shutil
 import sys
 import threading
@@ -43,10 +44,11 @@ class VideoOptions:
     start: float = 0.0
     end: Optional[float] = None
     num_workers: int = 2
+    fps: Optional[float] = None  # frame rate of folders of frames
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "VideoOptions":
-        return cls(args.save_frames, args.frame_stride, args.start, args.end, args.num_workers)
+        return cls(args.save_frames, args.frame_stride, args.start, args.end, args.num_workers, args.video_fps)
 
 
 @dataclass(frozen=True)
@@ -57,36 +59,100 @@ class FrameItem(InputItem):
 
 
 def video_stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
+    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
 
 
 def video_outputs(stem: str, vopts: VideoOptions, overlay: bool = True) -> list[str]:
     return ([stem + "_overlay.mp4"] if overlay else []) + [stem + "_frames.csv"]
 
 
-def _selected(path: str, vopts: VideoOptions, lo: int = 0, hi: Optional[int] = None) -> Iterator[tuple[int, float, Any]]:
-    """(selected frame number, time, av frame) for the k-th selected frames, lo <= k < hi."""
+def _is_selected(n: int, t: float, vopts: VideoOptions) -> Optional[bool]:
+    """Whether frame ``n`` at ``t`` seconds is segmented; None once past ``--end``."""
+    if vopts.end is not None and t >= vopts.end:
+        return None
+    return t >= vopts.start and n % vopts.stride == 0
+
+
+def frame_files(folder: str) -> list[str]:
+    """A folder of numbered frames in number order (``frame_9`` before ``frame_10``)."""
+    from .inputs import IMAGE_EXTENSIONS
+
+    def number_key(name: str) -> list[Any]:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+    names = [f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+    return [os.path.join(folder, f) for f in sorted(names, key=number_key)]
+
+
+def _decoded_frames(path: str, fps: Fraction) -> Iterator[tuple[int, float, Any]]:
+    """(frame number, time, HxWx3 uint8 or a loader) of a video file or a folder of frames."""
+    if os.path.isdir(path):
+        from ..image_io import to_rgb_array
+
+        for n, f in enumerate(frame_files(path)):
+            yield n, n / float(fps), lambda f=f: to_rgb_array(f)
+        return
     import av
 
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # FFmpeg's own decoding threads
-        k = 0
         for n, frame in enumerate(container.decode(stream)):
-            t = float(frame.time) if frame.time is not None else n / float(stream.average_rate or 25)
-            if t < vopts.start or (n % vopts.stride):
-                continue
-            if vopts.end is not None and t >= vopts.end:
-                break
-            if hi is not None and k >= hi:
-                break
+            t = float(frame.time) if frame.time is not None else n / float(fps)
+            yield n, t, frame.to_ndarray(format="rgb24")
+
+
+def _selected(path: str, vopts: VideoOptions, fps: Fraction, lo: int = 0, hi: Optional[int] = None
+              ) -> Iterator[tuple[int, float, Any]]:
+    """The k-th selected frames, lo <= k < hi."""
+    k = 0
+    for n, t, rgb in _decoded_frames(path, fps):
+        keep = _is_selected(n, t, vopts)
+        if keep is None or (hi is not None and k >= hi):
+            break
+        if keep:
             if k >= lo:
-                yield n, t, frame
+                yield n, t, rgb
             k += 1
 
 
-def count_selected(path: str, vopts: VideoOptions) -> int:
-    return sum(1 for _ in _selected(path, vopts))
+def count_selected(path: str, vopts: VideoOptions, fps: Fraction) -> int:
+    """Selected frames, from the packets' timestamps (no decoding)."""
+    if os.path.isdir(path):
+        times = [n / float(fps) for n in range(len(frame_files(path)))]
+    else:
+        import av
+
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            times = sorted(float(p.pts * p.time_base) for p in c.demux(s) if p.pts is not None)
+    count = 0
+    for n, t in enumerate(times):
+        keep = _is_selected(n, t, vopts)
+        if keep is None:
+            break
+        count += bool(keep)
+    return count
+
+
+def source_format(path: str, fps: Optional[float]) -> tuple[Fraction, int, int]:
+    """(frame rate, width, height) of a video file, or of a folder of frames at ``fps``."""
+    if os.path.isdir(path):
+        from ..image_io import to_rgb_array
+
+        files = frame_files(path)
+        if not files:
+            raise ValueError(f"{path}: no frames in this folder")
+        h, w = to_rgb_array(files[0]).shape[:2]
+        return Fraction(fps or 25).limit_denominator(1001), w, h
+    import av
+
+    try:
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            return Fraction(s.average_rate or 25), s.codec_context.width, s.codec_context.height
+    except (av.error.FFmpegError, IndexError) as e:
+        raise ValueError(f"{path}: cannot read this video ({e})") from None
 
 
 def _prefetch(items: Iterator[Any], size: int) -> Iterator[Any]:
@@ -174,19 +240,24 @@ def segment_video_part(seg: Segmenter, path: str, opts: WriteOptions, vopts: Vid
     import av
 
     stem = video_stem(path)
-    total = count_selected(path, vopts) if world > 1 else None
+    source_rate, width, height = source_format(path, vopts.fps)
+    total = count_selected(path, vopts, source_rate) if world > 1 else None
     lo, hi = (0, None) if total is None else (rank * total // world, (rank + 1) * total // world)
-    with av.open(path) as c:
-        s = c.streams.video[0]
-        rate = Fraction(s.average_rate or 25) / vopts.stride
-        width, height = s.codec_context.width, s.codec_context.height
+    rate = source_rate / vopts.stride
     part = _PartWriter(os.path.join(journal_dir(opts.out), f"{stem}.part{rank}"), width, height, rate, opts.overlay)
     if vopts.save_frames:
         os.makedirs(os.path.join(opts.out, stem), exist_ok=True)
 
     def frames() -> Iterator[FrameItem]:
-        for k, (n, t, frame) in enumerate(_selected(path, vopts, lo, hi)):
-            yield FrameItem(k, f"{path} frame {n}", f"{stem}/frame_{n:06d}", frame.to_ndarray(format="rgb24"), n, t)
+        for k, (n, t, rgb) in enumerate(_selected(path, vopts, source_rate, lo, hi)):
+            yield FrameItem(k, f"{path} frame {n}", f"{stem}/frame_{n:06d}", rgb, n, t)
+
+    def load(item: InputItem) -> np.ndarray:
+        assert isinstance(item, FrameItem)
+        rgb = item.rgb() if callable(item.rgb) else item.rgb
+        if rgb.shape[:2] != (height, width):
+            raise ValueError(f"{item.path}: frame of {rgb.shape[1]}x{rgb.shape[0]}, the video is {width}x{height}")
+        return rgb
 
     def write(result: SegmentationResult, item: InputItem) -> None:
         assert isinstance(item, FrameItem)
@@ -202,7 +273,7 @@ def segment_video_part(seg: Segmenter, path: str, opts: WriteOptions, vopts: Vid
 
     pipeline = Pipeline(seg, vopts.num_workers)
     try:
-        pipeline.run(_prefetch(frames(), pipeline.ahead), write, fail, load=lambda item: item.rgb)
+        pipeline.run(_prefetch(frames(), pipeline.ahead), write, fail, load=load)
     finally:
         part.close()
 
