@@ -258,7 +258,7 @@ class Segmenter:
                  ) -> list[dict[str, Any]]:
         """Same-size images -> per image the fields of a SegmentationResult."""
         if self.tta or self.sliding_window is not None:  # several forwards per image
-            return [{"labels": tta_mod.labels_from_scores(tta_mod.predict_scores(self, rgb))} for rgb in images]
+            return [{"labels": tta_mod.predict_labels(self, rgb)} for rgb in images]
         x = torch.stack(tensors if tensors is not None else [self._tensor(rgb) for rgb in images])
         h, w = x.shape[-2:]
         ph, pw = -(-h // 32) * 32, -(-w // 32) * 32

@@ -9,8 +9,9 @@ The estimate is deliberately rough (an upper bound of the big tensors, not a mea
   and the queries' mask logits (``num_queries`` channels);
 * the results at the image's size (H, W): the RGB image, the int64 label map, the overlay,
   and post-processing's class maps (at most ``4 * DEFAULT_MAX_BYTES``, see segmenter);
-* sliding windows run the forward on one window (``batch_size`` of them), and keep (C, h, w)
-  and (C, H, W) float32 score maps.
+* sliding windows run the forward on one window (``batch_size`` of them) and keep (C, h, w)
+  float32 score sums at the network's input size; at the image's size only a block of
+  classes within ``DEFAULT_MAX_BYTES`` (see ``tta.sliding_window_labels``).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def estimate_bytes(seg: Segmenter, height: int, width: int) -> int:
     if seg.sliding_window is not None:
         wh, ww = min(h, seg.sliding_window[0]), min(w, seg.sliding_window[1])
         classes = len(seg.info.id2label)
-        return _forward_bytes(seg, wh, ww, seg.batch_size) + 4 * classes * (h * w + height * width) + results
+        # (C, h, w) tile sums and counts; at the image's size one block of classes at a time
+        return _forward_bytes(seg, wh, ww, seg.batch_size) + 8 * classes * h * w + results
     if seg.tta:
         scale = max(seg.tta_scales)
         h, w = int(h * scale), int(w * scale)
