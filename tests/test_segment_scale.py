@@ -286,6 +286,7 @@ def test_too_large_for_memory_is_refused_before_running():
     assert estimate_bytes(tiled, 6000, 8000) < estimate_bytes(plain, 6000, 8000)
     with pytest.raises(ValueError, match=r"aerial\.tif: too large .*--sliding-window"):
         MemoryCheck(plain, limit_bytes=2 * 2**30)("aerial.tif", 6000, 8000)
+    plain.processor.size = {"shortest_edge": 256, "longest_edge": 1024}
     MemoryCheck(plain, limit_bytes=2 * 2**30)("small.png", 480, 640)  # fits: no error
 
 
