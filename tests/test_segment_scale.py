@@ -64,19 +64,27 @@ def mixed(tmp_path_factory) -> Path:
     return folder
 
 
-def test_two_processes_equal_one(mixed, tmp_path):
-    """Per-image files byte-identical, run-level files (areas, panoptic.json, manifest) equal,
-    one error line for the broken file, exit code 1 in both."""
-    common = ["--model", DEMO, "--task", "panoptic", "--resize", "config", "--batch-size", "2"]
+@pytest.mark.parametrize("task", ["panoptic", "instance"])
+def test_two_processes_equal_one(mixed, tmp_path, task):
+    """Per-image files byte-identical, run-level files (areas, panoptic.json or instances.json,
+    manifest, errors) equal, one error line for the broken file, exit code 1 in both."""
+    common = ["--model", DEMO, "--task", task, "--resize", "config", "--batch-size", "2"]
     one = segment(str(mixed), "--out", str(tmp_path / "one"), *common)
-    two = torchrun(29671, str(mixed), "--out", str(tmp_path / "two"), *common)
+    two = torchrun(29671 if task == "panoptic" else 29672, str(mixed), "--out", str(tmp_path / "two"), *common)
     assert one.returncode == 1 and two.returncode == 1, two.stderr[-3000:]
     assert len(error_lines(two.stderr)) == len(error_lines(one.stderr)) == 1
     a, b = outputs(tmp_path / "one"), outputs(tmp_path / "two")
     assert a.keys() == b.keys() and len(a) == 7 * 5 + 5  # 5 files per image; areas x2, panoptic, manifest, errors
     for name in a:
         assert a[name] == b[name], name
-    assert len(json.loads(a["panoptic.json"])["annotations"]) == 7
+    if task == "panoptic":
+        assert len(json.loads(a["panoptic.json"])["annotations"]) == 7
+    else:
+        manifest = [json.loads(line) for line in a["manifest.jsonl"].decode().splitlines()]
+        assert len(manifest) == 7
+        per_image = [json.loads(a[o]) for m in manifest for o in m["outputs"] if o.endswith("_instances.json")]
+        joined = json.loads(a["instances.json"])
+        assert joined == [e for entries in per_image for e in entries] and joined
     journals = list((tmp_path / "two" / ".mask2former").glob("done-*.jsonl"))
     assert len(journals) == 2 and all(j.stat().st_size > 0 for j in journals)  # both processes worked
 

@@ -4,6 +4,7 @@ and any number of (resumed) runs.
 
 * ``areas.csv`` / ``areas.json``: pixels per class summed over the images;
 * ``panoptic.json`` (panoptic task): COCO panoptic annotations in input order;
+* ``instances.json`` (instance task): every image's COCO results, in input order;
 * ``manifest.jsonl``: one line per image, input path -> its output files;
 * ``errors.jsonl``: this run's failures, one ``{"path", "error"}`` line each (removed when
   the run had none, so a finished rerun leaves no stale errors).
@@ -15,7 +16,7 @@ import json
 import os
 from typing import Any, Iterable
 
-from ..io import atomic_write_text
+from ..io import atomic_path, atomic_write_text
 from ..outputs import AreaTotals, write_area_table, write_json
 from .inputs import InputItem
 from .resume import finished_records, run_errors
@@ -28,7 +29,7 @@ def write_run_files(out: str, run_id: str, items: Iterable[InputItem], info: Any
     records = finished_records(out)
     manifest = io.StringIO()
     panoptic: list[dict[str, Any]] = []
-    count = 0
+    count, has_instances = 0, False
     for item in items:
         rec = records.get(item.key)
         if rec is None:
@@ -40,6 +41,7 @@ def write_run_files(out: str, run_id: str, items: Iterable[InputItem], info: Any
         if rec.get("panoptic"):
             panoptic.append(rec["panoptic"])
         manifest.write(json.dumps({"input": item.path, "outputs": rec["outputs"]}) + "\n")
+        has_instances = has_instances or any(o.endswith("_instances.json") for o in rec["outputs"])
     if count:
         write_area_table(totals.rows(), os.path.join(out, "areas.csv"), os.path.join(out, "areas.json"))
         atomic_write_text(os.path.join(out, "manifest.jsonl"), manifest.getvalue())
@@ -47,6 +49,8 @@ def write_run_files(out: str, run_id: str, items: Iterable[InputItem], info: Any
         cats = [{"id": i, "name": names[i], "isthing": int(i not in info.stuff_ids),
                  "color": list(info.palette[i])} for i in range(len(names))]
         write_json({"annotations": panoptic, "categories": cats}, os.path.join(out, "panoptic.json"))
+    if has_instances:
+        _join_instances(out, items, records)
     errors = run_errors(out, run_id)
     path = os.path.join(out, "errors.jsonl")
     if errors:
@@ -54,3 +58,21 @@ def write_run_files(out: str, run_id: str, items: Iterable[InputItem], info: Any
     elif os.path.exists(path):
         os.unlink(path)
     return count, errors
+
+
+def _join_instances(out: str, items: Iterable[InputItem], records: dict[int, dict[str, Any]]) -> None:
+    """One COCO results list from the per-image files, streamed (never all in memory)."""
+    with atomic_path(os.path.join(out, "instances.json")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("[")
+            first = True
+            for item in items:
+                rec = records.get(item.key)
+                name = next((o for o in rec["outputs"] if o.endswith("_instances.json")), None) if rec else None
+                if name is None:
+                    continue
+                with open(os.path.join(out, name), encoding="utf-8") as part:
+                    for entry in json.load(part):
+                        f.write(("" if first else ",") + "\n" + json.dumps(entry))
+                        first = False
+            f.write("\n]\n")
