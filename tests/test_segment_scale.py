@@ -298,17 +298,6 @@ def test_too_large_for_memory_is_refused_before_running():
     MemoryCheck(plain, limit_bytes=2 * 2**30)("small.png", 480, 640)  # fits: no error
 
 
-@pytest.fixture
-def one_thread():
-    """In-process forwards on one thread (the CI machine's cores are shared with subprocesses)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_sliding_window_labels_never_hold_full_size_scores(one_thread):
     """Labels from class blocks resized one at a time (here one class per block) equal the
     argmax of the full (C, H, W) scores, and the Segmenter uses that path."""

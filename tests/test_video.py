@@ -73,17 +73,6 @@ def one_process(clip, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def one_thread():
-    """In-process forwards on one thread (the CI machine's cores are shared with subprocesses)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_overlay_video_and_per_frame_labels(clip, one_process, one_thread):
     from mask2former import Segmenter
 
