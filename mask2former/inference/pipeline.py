@@ -109,8 +109,9 @@ class Pipeline:
                 results = self.seg.predict_arrays([d.rgb for d in batch], [d.item.path for d in batch],
                                                   [d.tensor for d in batch] if batch[0].tensor is not None else None)
             except (RuntimeError, MemoryError) as e:  # e.g. out of GPU memory: these images fail, others go on
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 for d in batch:
-                    fail(d.item, f"{d.item.path}: inference failed ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+                    fail(d.item, f"{d.item.path}: inference failed ({reason})")
                 return
             for d, res in zip(batch, results):
                 d.rgb = d.tensor = None  # the result holds the image; drop the input copy early
