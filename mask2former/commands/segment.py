@@ -184,12 +184,19 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
 
     videos = [s for s in args.inputs if (os.path.isfile(s) and is_video(s)) or (args.video_fps and os.path.isdir(s))]
     images = [s for s in args.inputs if s not in videos]
+    problem = None
     if rank == 0:
-        _prepare_output(args.out)
-        if args.overwrite:
-            resume.reset(args.out)
-        resume.remove_stale_temporaries(args.out)
+        try:
+            _prepare_output(args.out)
+            if args.overwrite:
+                resume.reset(args.out)
+            resume.remove_stale_temporaries(args.out)
+        except (OSError, ValueError) as e:
+            problem = str(e)
     dist_utils.barrier()
+    problem = _broadcast(problem)  # every process stops, none waits for the others forever
+    if problem:
+        raise ValueError(problem)
     run_id = _broadcast(time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
     seg = _build_segmenter(args)
     check_task_options(args, seg.task)

@@ -51,7 +51,8 @@ def available_bytes(device: torch.device) -> Optional[int]:
     """Free memory of the device (GPU), or available RAM within any cgroup limit (CPU)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached)  # what PyTorch's allocator holds unused is free to this process
     avail = None
     try:
         with open("/proc/meminfo") as f:
