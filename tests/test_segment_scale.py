@@ -311,3 +311,22 @@ def test_sliding_window_labels_never_hold_full_size_scores(one_thread):
     got = tta.sliding_window_labels(seg, rgb, (128, 128), max_bytes=4 * 150 * 420)
     assert np.array_equal(got, want) and len(np.unique(want)) > 1
     assert np.array_equal(seg(rgb).labels, want)
+
+
+def test_memory_check_runs_before_decoding(tmp_path):
+    """The pipeline refuses a file from its header's size: the pixels are never decoded."""
+    from mask2former.inference.inputs import InputItem
+    from mask2former.inference.pipeline import Pipeline
+    from mask2former.segmenter import Segmenter
+
+    Image.fromarray(street(64, 96, 0)).save(tmp_path / "big.png")
+    seen, failed, written = [], [], []
+
+    def check(item, h, w):
+        seen.append((h, w))
+        raise ValueError(f"{item.path}: too large (test)")
+
+    seg = Segmenter(DEMO, task="semantic", resize="config")
+    Pipeline(seg, num_workers=0, check=check).run([InputItem(0, str(tmp_path / "big.png"), "big")],
+                                                  lambda r, i: written.append(i), lambda i, m: failed.append(m))
+    assert seen == [(64, 96)] and not written and failed == [f"{tmp_path / 'big.png'}: too large (test)"]

@@ -233,7 +233,7 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     progress = _Progress(args.out, run_id, total, bar=stream is not None) if rank == 0 else None
     memory = MemoryCheck(seg)
     try:
-        Pipeline(seg, args.num_workers, check=lambda item, rgb: memory(item.path, *rgb.shape[:2])).run(
+        Pipeline(seg, args.num_workers, check=lambda item, h, w: memory(item.path, h, w)).run(
             mine(), write, fail)
         videos = [v for v in videos if not _video_done(v, opts, args, finished)]
         for video in list(videos):

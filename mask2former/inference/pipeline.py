@@ -26,7 +26,7 @@ from .inputs import InputItem
 
 Write = Callable[[SegmentationResult, InputItem], None]
 Fail = Callable[[InputItem, str], None]
-Check = Callable[[InputItem, np.ndarray], None]
+Check = Callable[[InputItem, int, int], None]
 
 
 @dataclass
@@ -54,7 +54,8 @@ class _Inline:
 
 class Pipeline:
     """Run ``seg`` over a stream of items; every item ends in exactly one ``write`` or ``fail``
-    call. ``check(item, rgb)`` may raise ValueError to refuse an image before its forward."""
+    call. ``check(item, height, width)`` may raise ValueError to refuse an image: for files
+    it runs on the header's size, before the pixels are decoded."""
 
     def __init__(self, seg: Segmenter, num_workers: int = 2, check: Optional[Check] = None):
         self.seg = seg
@@ -69,9 +70,13 @@ class Pipeline:
 
     def _decode(self, item: InputItem, load: Optional[Callable[[InputItem], np.ndarray]] = None) -> Decoded:
         try:
+            if self.check is not None and load is None:
+                size = _header_size(item.path)
+                if size is not None:
+                    self.check(item, *size)
             rgb = to_rgb_array(item.path) if load is None else load(item)
             if self.check is not None:
-                self.check(item, rgb)
+                self.check(item, *rgb.shape[:2])
             return Decoded(item, rgb, self.seg.preprocess(rgb))
         except (ImageLoadError, ValueError) as e:
             return Decoded(item, error=str(e))
@@ -144,3 +149,16 @@ class Pipeline:
         finally:
             decode_pool.shutdown(wait=True)
             write_pool.shutdown(wait=True)
+
+
+def _header_size(path: str) -> Optional[tuple[int, int]]:
+    """(height, width) from the file's header, without decoding (an EXIF rotation swaps them,
+    which changes the estimate little); None when unreadable: the decoder then says why."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:
+        return None
+    return h, w
