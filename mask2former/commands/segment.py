@@ -179,7 +179,6 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     from ..inference import resume
     from ..inference.memory import MemoryCheck
     from ..inference.pipeline import Pipeline
-    from ..inference.summary import write_run_files
     from ..inference.writer import WriteOptions, output_names, write_image
 
     videos = [s for s in args.inputs if (os.path.isfile(s) and is_video(s)) or (args.video_fps and os.path.isdir(s))]
@@ -232,6 +231,7 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     total = None if args.list == "-" or stream is None else sum(1 for _ in todo(lambda line: None))
     progress = _Progress(args.out, run_id, total, bar=stream is not None) if rank == 0 else None
     memory = MemoryCheck(seg)
+    fatal = None  # an error that stops this process; the others still finish and meet below
     try:
         Pipeline(seg, args.num_workers, check=lambda item, h, w: memory(item.path, h, w)).run(
             mine(), write, fail)
@@ -244,35 +244,53 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
             except (OSError, ValueError) as e:  # this video fails (on every rank alike), the rest go on
                 journal.failed(video, str(e) if video in str(e) else f"{video}: {e}")
                 videos.remove(video)
+    except (OSError, ValueError) as e:
+        fatal = str(e)
     finally:
         journal.close()
         dist_utils.barrier()  # every process has written its files and journal lines
         if progress is not None:
             progress.close()
     code = 0
-    if rank == 0:
-        _join_videos(videos, opts, args, run_id, world, seg)
-        count, errors = write_run_files(args.out, run_id, stream or [], seg.info)
-        skipped = count - (progress.done if progress else 0)
-        if stream is not None or errors:
-                print(f"{count} image(s) with complete outputs ({max(skipped, 0)} from earlier runs), {len(errors)} "
-                  f"failed{'; see ' + os.path.join(args.out, 'errors.jsonl') if errors else ''}; outputs in "
-                  f"{args.out}", file=sys.stderr)
-        code = 1 if errors else 0
-    return int(_broadcast(code))
+    if rank == 0 and fatal is None:
+        try:
+            code = _finish(args, run_id, world, seg, opts, stream, videos, progress)
+        except (OSError, ValueError) as e:
+            fatal = str(e)
+    if fatal is not None:
+        print(f"error: {fatal}", file=sys.stderr)
+        code = 1
+    return max(code, int(_broadcast(code)))  # every process exits with rank 0's verdict (or its own failure)
 
 
-def _video_key(path: str) -> int:
+def _finish(args: argparse.Namespace, run_id: str, world: int, seg: Any, opts: Any, stream: Any,
+            videos: list[str], progress: Any) -> int:
+    """Rank 0, once every process is done: videos joined, run-level files, the summary line."""
+    from ..inference.summary import write_run_files
+
+    _join_videos(videos, opts, args, run_id, world, seg)
+    count, errors = write_run_files(args.out, run_id, stream or [], seg.info)
+    skipped = count - (progress.done if progress else 0)
+    if stream is not None or errors:
+        log = f"; see {os.path.join(args.out, 'errors.jsonl')}" if errors else ""
+        print(f"{count} image(s) with complete outputs ({max(skipped, 0)} from earlier runs), {len(errors)} "
+              f"failed{log}; outputs in {args.out}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _video_key(path: str, args: argparse.Namespace) -> int:
+    """A finished video counts as done for the same frame selection only."""
     from ..inference.video import video_stem
 
-    return InputItem(-1, path, video_stem(path)).key
+    selection = f"{args.frame_stride}:{args.start}:{args.end}:{args.video_fps}:{args.save_frames}"
+    return InputItem(-1, path + "\0" + selection, video_stem(path)).key
 
 
 def _video_done(path: str, opts: Any, args: argparse.Namespace, finished: set) -> bool:
     from ..inference.video import VideoOptions, video_outputs, video_stem
 
     names = video_outputs(video_stem(path), VideoOptions.from_args(args), opts.overlay)
-    return _video_key(path) in finished and all(os.path.exists(os.path.join(args.out, n)) for n in names)
+    return _video_key(path, args) in finished and all(os.path.exists(os.path.join(args.out, n)) for n in names)
 
 
 def _join_videos(videos: list[str], opts: Any, args: argparse.Namespace, run_id: str, world: int, seg: Any) -> None:
@@ -286,7 +304,7 @@ def _join_videos(videos: list[str], opts: Any, args: argparse.Namespace, run_id:
     try:
         for video in videos:
             outputs = join_parts(video, opts, VideoOptions.from_args(args), world, names)
-            journal.done({"key": _video_key(video), "video": video, "outputs": outputs})
+            journal.done({"key": _video_key(video, args), "video": video, "outputs": outputs})
             print(f"{video}: {', '.join(outputs)}", file=sys.stderr)
     finally:
         journal.close()
