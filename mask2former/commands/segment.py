@@ -5,6 +5,7 @@ run-level files; a rerun resumes (see :mod:`mask2former.inference`)."""
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 import threading
@@ -181,8 +182,7 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     from ..inference.pipeline import Pipeline
     from ..inference.writer import WriteOptions, output_names, write_image
 
-    videos = [s for s in args.inputs if (os.path.isfile(s) and is_video(s)) or (args.video_fps and os.path.isdir(s))]
-    images = [s for s in args.inputs if s not in videos]
+    videos, images = _split_videos(args)
     problem = None
     if rank == 0:
         try:
@@ -276,6 +276,23 @@ def _finish(args: argparse.Namespace, run_id: str, world: int, seg: Any, opts: A
         print(f"{count} image(s) with complete outputs ({max(skipped, 0)} from earlier runs), {len(errors)} "
               f"failed{log}; outputs in {args.out}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _split_videos(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(videos, image inputs): video files named or matched by a glob, and with --video-fps
+    the folders; a glob matching both kinds feeds both."""
+    videos, images = [], []
+    for spec in args.inputs:
+        if (os.path.isfile(spec) and is_video(spec)) or (args.video_fps and os.path.isdir(spec)):
+            videos.append(spec)
+        elif glob.has_magic(spec) and not os.path.exists(spec):
+            matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+            videos += [p for p in matches if is_video(p)]
+            if not matches or not all(is_video(p) for p in matches):
+                images.append(spec)
+        else:
+            images.append(spec)
+    return videos, images
 
 
 def _video_key(path: str, args: argparse.Namespace) -> int:

@@ -116,7 +116,9 @@ class InputStream:
         elif os.path.exists(spec):
             if _inside(spec, self.out_dir):
                 report(f"{spec}: is inside the output folder; outputs are never inputs")
-            elif self._keep_file(spec):
+            elif not self.videos and is_video(spec):
+                report(f"{spec}: a video; name videos on the command line, not in --list")
+            else:
                 yield spec, _plain_stem(spec) if listed else os.path.splitext(os.path.basename(spec))[0]
         elif not listed and glob.has_magic(spec):
             matches = sorted(p for p in glob.glob(spec, recursive=True)

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from ..io import atomic_path, atomic_write_text
 from ..outputs import AreaTotals, write_area_table, write_json
 from .inputs import InputItem
-from .resume import finished_records, run_errors
+from .resume import finished_records, journal_files, run_errors
 
 
 def write_run_files(out: str, run_id: str, items: Iterable[InputItem], info: Any) -> tuple[int, list[dict[str, Any]]]:
@@ -57,6 +57,9 @@ def write_run_files(out: str, run_id: str, items: Iterable[InputItem], info: Any
         atomic_write_text(path, "".join(json.dumps({"path": e["path"], "error": e["error"]}) + "\n" for e in errors))
     elif os.path.exists(path):
         os.unlink(path)
+    for journal in journal_files(out, "errors", run_id) + journal_files(out, "done", run_id):
+        if os.path.getsize(journal) == 0:  # nothing to remember: no empty files pile up over reruns
+            os.unlink(journal)
     return count, errors
 
 
