@@ -4,7 +4,8 @@ worker threads while the network runs on the current batch.
     inputs -> [decode pool, ordered, <= ahead images] -> batches of one processed size
            -> forward + post-processing (this thread) -> [write pool, <= ahead results]
 
-Memory is bounded by ``ahead`` decoded images plus ``ahead`` results waiting to be written.
+Memory is bounded: at most ``ahead`` images decoding ahead, ``ahead`` waiting for a full
+batch, and ``ahead`` results waiting to be written.
 Batches only ever group images of one processed size (as :class:`Segmenter` does), so
 results do not depend on the batch size, the worker count or the order images arrive in.
 PIL decoding/encoding, zlib and numpy release the GIL, so threads are enough.
