@@ -31,6 +31,30 @@ def checkpoint(arch: str, num_labels: int = 19) -> str:
     return folder
 
 
+def machine() -> dict[str, Any]:
+    """What a figure was measured on: CPU model, AMX or not, cores (and the GPU, if any)."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": model, "amx": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+                            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    return info
+
+
+def machine_text(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "not recorded (AVX-512, no AMX, 2 cores, per the notes of that run)"
+    isa = "AMX" if info.get("amx") else ("AVX512-BF16, no AMX" if info.get("avx512_bf16") else "no AMX")
+    return f"{info['cpu']}, {isa}, {info['cores']} cores"
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

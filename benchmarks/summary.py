@@ -14,6 +14,9 @@ import os
 import sys
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine_text  # noqa: E402
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -27,17 +30,22 @@ def rows_from(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | input | batch | time ours / transformers | peak memory ours / transformers | labels equal |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| model | input | batch | time ours / transformers | peak memory above the loaded model, ours / "
+             "transformers | whole-process peak, ours / transformers | labels equal | machine |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = {"swin-t": "Swin-T", "swin-l": "Swin-L"}.get(r["arch"], r["arch"])
         memory = "-"  # runs with --no-memory
         if r.get("memory_ratio") is not None:
             ours, ref = (r["memory"][k]["peak_above_loaded_mb"] for k in ("ours", "transformers"))
             memory = f"**{r['memory_ratio']:.2f}** ({ours:.0f} MB / {ref:.0f} MB)"
+        process = "not measured"
+        if r.get("process_memory_ratio") is not None:
+            ours, ref = (r["memory"][k]["process_peak_mb"] for k in ("ours", "transformers"))
+            process = f"**{r['process_memory_ratio']:.2f}** ({ours:.0f} MB / {ref:.0f} MB)"
         lines.append(f"| {name} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | **{r['time_ratio']:.2f}** "
-                     f"({r['ours']['seconds']:.1f} s / {r['transformers']['seconds']:.1f} s) | {memory} "
-                     f"| {100 * r['labels_equal_fraction_vs_transformers']:.3f}% |")
+                     f"({r['ours']['seconds']:.1f} s / {r['transformers']['seconds']:.1f} s) | {memory} | {process} "
+                     f"| {100 * r['labels_equal_fraction_vs_transformers']:.3f}% | {machine_text(r.get('machine'))} |")
     return "\n".join(lines) + "\n"
 
 

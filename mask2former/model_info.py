@@ -36,9 +36,12 @@ class ModelInfo:
 
     def processor(self) -> Mask2FormerImageProcessor:
         if self.folder and os.path.isfile(os.path.join(self.folder, "preprocessor_config.json")):
-            return Mask2FormerImageProcessor.from_pretrained(self.folder)
-        short, long = self.test_size
-        return Mask2FormerImageProcessor(size={"shortest_edge": short, "longest_edge": long}, size_divisor=32)
+            proc = Mask2FormerImageProcessor.from_pretrained(self.folder)
+        else:
+            short, long = self.test_size
+            proc = Mask2FormerImageProcessor(size={"shortest_edge": short, "longest_edge": long}, size_divisor=32)
+        proc.semantic_resize_first = self.task != "semantic"
+        return proc
 
     @classmethod
     def of(cls, model: Any, name: str = "") -> "ModelInfo":
@@ -61,6 +64,33 @@ class ModelInfo:
             or DATASET_TASKS.get(dataset.key if dataset else "", "semantic")
         test = _test_size(folder, cfg, dataset is not None)
         return cls(id2label, colours, things, task, test, folder, dataset.key if dataset else None)
+
+
+def checkpoint_task(name: Any, folder: str, hub_kwargs: Optional[dict[str, Any]] = None) -> Optional[str]:
+    """The task a checkpoint was trained for, from its name, its ``config.json`` (our trained
+    models record it) or its class count (a released dataset); None if none of them says."""
+    hint = _task_hint(os.fspath(name))
+    if hint:
+        return hint
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        try:
+            path = resolve_file(name, "config.json", optional=True, **(hub_kwargs or {})) or ""
+        except (OSError, ValueError):
+            return None
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    if config.get("task") in ("semantic", "instance", "panoptic"):
+        return config["task"]
+    dataset = dataset_for(len(config.get("id2label") or {}) or int(config.get("num_labels") or 0))
+    return DATASET_TASKS.get(dataset.key, "semantic") if dataset else None
 
 
 def _classes_file(folder: Optional[str]) -> Optional[list[dict[str, Any]]]:

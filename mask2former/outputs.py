@@ -73,16 +73,32 @@ def area_rows(labels: np.ndarray, names: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_area_table(rows: Iterable[dict[str, Any]], csv_path: str, json_path: Optional[str] = None) -> None:
-    rows = list(rows)
+def area_csv_text(rows: Iterable[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["class_id", "class_name", "pixels", "percent"], lineterminator="\n")
     writer.writeheader()
     for r in rows:
         writer.writerow({**r, "percent": f"{r['percent']:.4f}"})
-    atomic_write_text(csv_path, buf.getvalue())
+    return buf.getvalue()
+
+
+def json_text(obj: Any) -> str:
+    """The JSON text of every output file."""
+    return json.dumps(obj, indent=1)
+
+
+def write_area_table(rows: Iterable[dict[str, Any]], csv_path: str, json_path: Optional[str] = None) -> None:
+    rows = list(rows)
+    atomic_write_text(csv_path, area_csv_text(rows))
     if json_path:
-        atomic_write_text(json_path, json.dumps(rows, indent=1))
+        atomic_write_text(json_path, json_text(rows))
+
+
+def panoptic_categories(names: Sequence[str], stuff_ids: Iterable[int], palette: Sequence[RGB]) -> list[dict[str, Any]]:
+    """The ``categories`` of a COCO panoptic JSON (our class ids)."""
+    stuff = set(stuff_ids)
+    return [{"id": i, "name": n, "isthing": int(i not in stuff), "color": list(palette[i])}
+            for i, n in enumerate(names)]
 
 
 class AreaTotals:
@@ -107,7 +123,7 @@ class AreaTotals:
 
 
 def write_json(obj: Any, path: str) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1))
+    atomic_write_text(path, json_text(obj))
 
 
 def save_image(array: np.ndarray, path: str) -> None:

@@ -19,28 +19,40 @@ from .layers import NormConv2d
 from .position_encoding import sine_position_encoding
 
 
+# Bytes of sample temporaries the reference path may hold at once (it splits heads to stay
+# under): whole batches at 1024x2048 would otherwise hold ~0.5 GB per layer. Splitting along
+# batch x heads changes no bit: every output element is computed by the same operations.
+REFERENCE_BUDGET = 64 * 2**20
+
+
 def deformable_attention_reference(value: Tensor, shapes: list[tuple[int, int]], locations: Tensor,
-                                   weights: Tensor) -> Tensor:
+                                   weights: Tensor, budget: int = REFERENCE_BUDGET) -> Tensor:
     """The reference formulation: one ``grid_sample`` per level, then the attention-weighted
     sum over levels and points, in the same operations as transformers' implementation (so
     its results are bit-identical to it, given the same inputs).
 
     value: (N, S, M, D) with S = sum of H_l*W_l; locations: (N, Lq, M, L, P, 2) normalised
     (x, y) in [0, 1]; weights: (N, Lq, M, L, P), softmaxed over L*P. Returns (N, Lq, M*D).
-    Materialises every sample, (N*M, D, Lq, L*P), twice: :func:`deformable_attention` is the
-    fast, lean form.
+    Materialises the samples, (N*M, D, Lq, L*P), for as many (image, head) pairs at a time as
+    ``budget`` allows: :func:`deformable_attention` is the fast, lean form.
     """
     n, _, m, d = value.shape
     _, lq, _, num_levels, p, _ = locations.shape
     grids = 2 * locations - 1
-    sampled, start = [], 0
+    maps, level_grids, start = [], [], 0
     for lvl, (h, w) in enumerate(shapes):
-        v = value[:, start:start + h * w].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
+        maps.append(value[:, start:start + h * w].flatten(2).transpose(1, 2).reshape(n * m, d, h, w))
+        level_grids.append(grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1))
         start += h * w
-        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
     weights = weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * p)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(n, m * d, lq)
+    # The stacked samples and their weighted copy, per (image, head) pair.
+    step = max(1, budget // (2 * d * lq * num_levels * p * value.element_size()))
+    parts = []
+    for s in range(0, n * m, step):
+        sampled = [F.grid_sample(v[s:s + step], g[s:s + step], mode="bilinear", padding_mode="zeros",
+                                 align_corners=False) for v, g in zip(maps, level_grids)]
+        parts.append((torch.stack(sampled, dim=-2).flatten(-2) * weights[s:s + step]).sum(-1))
+    out = (parts[0] if len(parts) == 1 else torch.cat(parts)).view(n, m * d, lq)
     return out.transpose(1, 2).contiguous()
 
 
@@ -344,9 +356,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             start += h * w
         for idx in range(self.num_fpn - 1, -1, -1):
             x = self.lateral[idx](features[idx].float())
-            # outs[-1] is a channels-last view of the encoder's memory; resizing it as such
-            # costs two full-size copies of the result, a contiguous input one small copy.
-            up = F.interpolate(outs[-1].contiguous(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            # Resized as the strided view of the encoder's memory, as the original does: a
+            # contiguous copy is cheaper but takes another kernel, which rounds differently.
+            up = F.interpolate(outs[-1], size=x.shape[-2:], mode="bilinear", align_corners=False)
             if torch.is_grad_enabled():
                 outs.append(self.output[idx](x + up))
             else:  # inference: fewer full-resolution maps alive at once (memory peak)

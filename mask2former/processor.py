@@ -144,6 +144,11 @@ class Mask2FormerImageProcessor:
     """Pre- and post-processing for Mask2Former; see the module notes for the exact rules."""
 
     model_input_names = ["pixel_values", "pixel_mask"]
+    # The original's SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE for the checkpoint this processor
+    # came with: off for semantic-only checkpoints (class x mask combined at the padded input
+    # size, then cropped and resized), on for panoptic/instance ones. None: not known (on).
+    # Set by from_pretrained from the checkpoint; not part of preprocessor_config.json.
+    semantic_resize_first: Optional[bool] = None
 
     def __init__(
         self,
@@ -239,7 +244,12 @@ class Mask2FormerImageProcessor:
         kind = config.get("image_processor_type")
         if kind and "MaskFormer" not in kind and "Mask2Former" not in kind:
             warnings.warn(f"{path}: image_processor_type is {kind!r}; reading it as Mask2Former's", stacklevel=2)
-        return cls.from_dict(config, **kwargs)
+        processor = cls.from_dict(config, **kwargs)
+        from .model_info import checkpoint_task
+
+        task = checkpoint_task(name_or_path, os.path.dirname(path), hub_kwargs)
+        processor.semantic_resize_first = None if task is None else task != "semantic"
+        return processor
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
@@ -312,13 +322,19 @@ class Mask2FormerImageProcessor:
         outputs: Any,
         target_sizes: Optional[Sequence[Sequence[int]]] = None,
         *,
-        resize_before_inference: bool = True,
+        resize_before_inference: Optional[bool] = None,
         pixel_mask: Optional[Tensor] = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> list[Tensor]:
         """One (H, W) int64 class map per image. Each image's valid region (from
         ``outputs.pixel_mask`` or ``pixel_mask``) is cropped, then resized to its target size
-        (default: the valid region's size). See :func:`postprocess.semantic_segmentation`."""
+        (default: the valid region's size). See :func:`postprocess.semantic_segmentation`.
+
+        ``resize_before_inference`` defaults to the order the original uses for this
+        processor's checkpoint (:attr:`semantic_resize_first`), so that this and
+        ``Segmenter`` / ``mask2former segment`` give the same map."""
+        if resize_before_inference is None:
+            resize_before_inference = self.semantic_resize_first is not False
         return [
             semantic_segmentation(cls, resizer, resize_before_inference, max_bytes)
             for cls, resizer in image_resizers(outputs, target_sizes, pixel_mask, max_bytes)
@@ -336,13 +352,17 @@ class Mask2FormerImageProcessor:
         *,
         top_k: int = 100,
         thing_label_ids: Optional[Collection[int]] = None,
+        drop_empty: bool = False,
         pixel_mask: Optional[Tensor] = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> list[dict[str, Any]]:
         """Per image ``{"segmentation", "segments_info"}``, instances best score first.
 
         The original's top-k instance inference (``top_k`` = its DETECTIONS_PER_IMAGE),
-        keeping instances with score >= ``threshold`` and a non-empty mask.
+        keeping instances with score >= ``threshold``. With ``threshold=0`` this is the
+        original's list: exactly ``top_k`` instances (fewer only if queries x classes is
+        smaller), empty masks (score 0) included; ``drop_empty`` drops those, as
+        transformers always does.
         ``segmentation``: (H, W) int32 of segment ids, -1 where none, a pixel going to its
         highest-scoring instance; or with ``return_binary_maps`` the (N, H, W) bool masks
         (overlaps kept); or with ``return_coco_annotation`` one pycocotools RLE dict per
@@ -356,7 +376,7 @@ class Mask2FormerImageProcessor:
         for cls, resizer in image_resizers(outputs, target_sizes, pixel_mask, max_bytes):
             pred = instance_inference(
                 cls, resizer, top_k, thing_label_ids, mask_threshold, score_threshold=threshold,
-                drop_empty=True, max_bytes=max_bytes,
+                drop_empty=drop_empty, max_bytes=max_bytes,
             )
             masks = pred.masks
             assert masks is not None

@@ -7,6 +7,7 @@ image is ever padded for the sake of another and results do not depend on batch 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
@@ -122,7 +123,7 @@ class Segmenter:
     def __init__(self, model: Union[str, os.PathLike, Mask2FormerForUniversalSegmentation], task: Optional[str] = None,
                  device: Optional[str] = None, resize: str = "original", batch_size: int = 1,
                  processor: Optional[Mask2FormerImageProcessor] = None, threshold: Optional[float] = None,
-                 overlap_threshold: float = 0.8, tta: bool = False,
+                 overlap_threshold: float = 0.8, mask_threshold: float = 0.5, tta: bool = False,
                  tta_scales: Sequence[float] = tta_mod.DEFAULT_TTA_SCALES, tta_flip: bool = True,
                  sliding_window: Optional[Sequence[int]] = None,
                  window_overlap: float = tta_mod.DEFAULT_WINDOW_OVERLAP, precision: str = "fp32",
@@ -146,15 +147,40 @@ class Segmenter:
             raise ValueError("resize must be 'original' or 'config'")
         self.resize = resize
         self.processor = processor or self.info.processor()
+        # The original's order of semantic post-processing for this checkpoint's task (the
+        # processor's own when it knows its checkpoint), as the card's snippet uses it.
+        own = self.processor.semantic_resize_first
+        self.semantic_resize_first = own if own is not None else self.info.task != "semantic"
         self.batch_size = max(1, int(batch_size))
         # The original's defaults: object mask threshold 0.8 (panoptic); instances kept by top-k.
         self.threshold = threshold if threshold is not None else (0.8 if self.task == "panoptic" else 0.0)
         self.overlap_threshold = overlap_threshold
+        self.mask_threshold = mask_threshold
         # Semantic only (see mask2former.tta): multi-scale + flip averaging, tiled inference.
         tta_mod.check_options(self.task, tta, tta_scales, sliding_window, window_overlap)
         self.tta, self.tta_scales, self.tta_flip = bool(tta), tuple(float(s) for s in tta_scales), bool(tta_flip)
         self.sliding_window = None if sliding_window is None else (int(sliding_window[0]), int(sliding_window[1]))
         self.window_overlap = float(window_overlap)
+
+    def with_options(self, task: Optional[str] = None, threshold: Optional[float] = None,
+                     overlap_threshold: Optional[float] = None, mask_threshold: Optional[float] = None) -> "Segmenter":
+        """This segmenter with another task or thresholds, sharing the same model in memory
+        (unset options: the task's defaults as in the constructor, else this one's)."""
+        task = task or self.task
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+        tta_mod.check_options(task, self.tta, self.tta_scales, self.sliding_window, self.window_overlap)
+        other = copy.copy(self)
+        other.task = task
+        if threshold is not None:
+            other.threshold = float(threshold)
+        elif task != self.task:
+            other.threshold = 0.8 if task == "panoptic" else 0.0
+        if overlap_threshold is not None:
+            other.overlap_threshold = float(overlap_threshold)
+        if mask_threshold is not None:
+            other.mask_threshold = float(mask_threshold)
+        return other
 
     # -- preprocessing -------------------------------------------------------------------
     def processed_size(self, h: int, w: int) -> tuple[int, int]:
@@ -238,11 +264,12 @@ class Segmenter:
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
-        """Around every forward, the network's inference fast paths: the pixel decoder's fast
-        deformable sampling, and mask logits for the final prediction only (the decoder's
-        earlier ones serve training losses). Restored afterwards: the model may be shared."""
-        switches = [(getattr(self.model, "pixel_decoder", None), "fast_sampling", True),
-                    (getattr(self.model, "transformer_decoder", None), "auxiliary_masks", False)]
+        """Around every forward, mask logits for the final prediction only (the decoder's
+        earlier ones serve training losses; dropping them changes no bit of the final ones).
+        The pixel decoder keeps its exact sampling: the fast one is not the original's
+        arithmetic and slows down badly on a busy machine. Restored afterwards: the model may
+        be shared."""
+        switches = [(getattr(self.model, "transformer_decoder", None), "auxiliary_masks", False)]
         saved = [(module, name, getattr(module, name)) for module, name, _ in switches if hasattr(module, name)]
         for module, name, value in switches:
             if hasattr(module, name):
@@ -269,15 +296,18 @@ class Segmenter:
         sizes = [rgb.shape[:2] for rgb in images]
         p = self.processor
         if self.task == "semantic":
-            maps = p.post_process_semantic_segmentation(outputs, target_sizes=sizes, resize_before_inference=False,
+            maps = p.post_process_semantic_segmentation(outputs, target_sizes=sizes,
+                                                        resize_before_inference=self.semantic_resize_first,
                                                         max_bytes=_semantic_budget(len(self.info.id2label), x, sizes))
             return [{"labels": m.cpu().numpy().astype(np.int64)} for m in maps]
         if self.task == "panoptic":
             res = p.post_process_panoptic_segmentation(outputs, threshold=self.threshold,
+                                                       mask_threshold=self.mask_threshold,
                                                        overlap_mask_area_threshold=self.overlap_threshold,
                                                        label_ids_to_fuse=self.info.stuff_ids, target_sizes=sizes)
             return [_panoptic_fields(r) for r in res]
-        res = p.post_process_instance_segmentation(outputs, threshold=self.threshold, target_sizes=sizes,
+        res = p.post_process_instance_segmentation(outputs, threshold=self.threshold,
+                                                   mask_threshold=self.mask_threshold, target_sizes=sizes,
                                                    return_binary_maps=True, thing_label_ids=self.info.thing_ids)
         return [_instance_fields(r) for r in res]
 

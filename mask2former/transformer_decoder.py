@@ -18,53 +18,16 @@ from .layers import MLP
 from .position_encoding import sine_position_encoding
 
 
-def multi_head_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor,
-                         mask: Optional[Tensor] = None) -> Tensor:
-    """nn.MultiheadAttention's math (its parameters, batch-first tensors) on SDPA.
+def head_masks(mask_logits: Tensor, size: tuple[int, int], heads: int) -> Tensor:
+    """Attention mask of the next layer, computed as the original computes it.
 
-    q: (B, Lq, C); k, v: (B, Lk, C); mask: additive float mask broadcastable to
-    (B, heads, Lq, Lk) (0 = may attend, -inf = may not), e.g. (B, 1, Lq, Lk) for all heads.
-    """
-    b, lq, c = q.shape
-    h = attn.num_heads
-    w, bias = attn.in_proj_weight, attn.in_proj_bias
-    q = F.linear(q, w[:c], bias[:c]).view(b, lq, h, c // h).transpose(1, 2)
-    k = F.linear(k, w[c:2 * c], bias[c:2 * c]).view(b, -1, h, c // h).transpose(1, 2)
-    v = F.linear(v, w[2 * c:], bias[2 * c:]).view(b, -1, h, c // h).transpose(1, 2)
-    drop = attn.dropout if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
-    return attn.out_proj(out.transpose(1, 2).reshape(b, lq, c))
-
-
-def additive_mask(blocked: Tensor, dtype: torch.dtype) -> Tensor:
-    """(B, Q, L) bool, True = may not attend -> (B, 1, Q, L) additive mask shared by all heads.
-
-    A query whose mask covers nothing would attend to nothing: it may see everything instead.
-    """
-    blocked = blocked & ~blocked.all(-1, keepdim=True)
-    mask = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device)
-    return mask.masked_fill_(blocked, float("-inf")).unsqueeze(1)
-
-
-def _resize_axis(x: Tensor, dim: int, size: int) -> Tensor:
-    """Bilinear (align_corners=False) resize of one axis, by gathering the two source lines
-    each output line mixes (F.interpolate's indices and weights)."""
-    n = x.shape[dim]
-    if n == size:
-        return x
-    src = ((torch.arange(size, device=x.device, dtype=torch.float32) + 0.5) * (n / size) - 0.5).clamp_(min=0)
-    i0 = src.long().clamp_(max=n - 1)
-    i1 = (i0 + 1).clamp_(max=n - 1)
-    shape = [1] * x.dim()
-    shape[dim] = size
-    w1 = (src - i0).to(x.dtype).view(shape)
-    return x.index_select(dim, i0) * (1 - w1) + x.index_select(dim, i1) * w1
-
-
-def bilinear_resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """(B, C, H, W) -> (B, C, *size), F.interpolate's bilinear up to float rounding, at the
-    cost of the output (CPU's interpolate copies a large input to shrink it)."""
-    return _resize_axis(_resize_axis(x, 2, size[0]), 3, size[1])
+    mask_logits: (B, Q, H/4, W/4) -> (B*heads, Q, h*w) bool, True = may not attend (the mask
+    drawn at the next level's size, sigmoid < 0.5). A query whose mask covers nothing may see
+    everything instead, since it would otherwise attend to nothing."""
+    small = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    blocked = (small.sigmoid().flatten(2).unsqueeze(1).repeat(1, heads, 1, 1).flatten(0, 1) < 0.5).detach()
+    blocked[torch.where(blocked.sum(-1) == blocked.shape[-1])] = False
+    return blocked
 
 
 class CrossAttentionLayer(nn.Module):
@@ -77,7 +40,8 @@ class CrossAttentionLayer(nn.Module):
 
     def forward(self, tgt: Tensor, memory: Tensor, mask: Optional[Tensor], pos: Tensor, query_pos: Tensor) -> Tensor:
         q = self.norm(tgt) if self.pre_norm else tgt
-        out = tgt + self.dropout(multi_head_attention(self.multihead_attn, q + query_pos, memory + pos, memory, mask))
+        out = self.multihead_attn(q + query_pos, memory + pos, memory, attn_mask=mask)[0]
+        out = tgt + self.dropout(out)
         return out if self.pre_norm else self.norm(out)
 
 
@@ -91,7 +55,8 @@ class SelfAttentionLayer(nn.Module):
 
     def forward(self, tgt: Tensor, query_pos: Tensor) -> Tensor:
         x = self.norm(tgt) if self.pre_norm else tgt
-        out = tgt + self.dropout(multi_head_attention(self.self_attn, x + query_pos, x + query_pos, x))
+        q = x + query_pos
+        out = tgt + self.dropout(self.self_attn(q, q, x)[0])
         return out if self.pre_norm else self.norm(out)
 
 
@@ -148,44 +113,35 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         """features: three maps (B, C, H_l, W_l), coarsest first; mask_features: (B, D, H/4, W/4).
 
         Returns per-prediction lists (first = before any layer, last = final) of class logits
-        (B, Q, K+1) and mask logits (B, Q, H/4, W/4). With ``auxiliary_masks`` off (inference
-        that only needs the final prediction), earlier mask logits are None: each layer's
-        attention mask is then computed at its feature map's size from mask features
-        resized once per level (resizing is linear, so this equals resizing the mask logits
-        up to float rounding), instead of from full-resolution masks.
+        (B, Q, K+1) and mask logits (B, Q, H/4, W/4). Inside, tensors are sequence-first
+        (L, B, C) and attention runs through ``nn.MultiheadAttention`` with per-head boolean
+        masks, as in the original, so that the logits are the original's bit for bit. With
+        ``auxiliary_masks`` off (inference that only needs the final prediction), each
+        earlier prediction's full-size mask logits are dropped once its attention mask is
+        drawn: the same numbers, without holding every layer's masks.
         """
         b = mask_features.shape[0]
         srcs, pos, sizes = [], [], []
         for i, x in enumerate(features):
             sizes.append(tuple(x.shape[-2:]))
             p = sine_position_encoding(b, x.shape[2], x.shape[3], self.query_embed.embedding_dim // 2, x.device, x.dtype)
-            pos.append(p.flatten(2).transpose(1, 2))
-            srcs.append((self.input_proj[i](x).flatten(2) + self.level_embed.weight[i][None, :, None]).transpose(1, 2))
-        lean = not self.auxiliary_masks
-        level_features = None
-        if lean:  # mask features at each level's size, (B, D, H_l*W_l)
-            level_features = [bilinear_resize(mask_features, s).flatten(2) for s in sizes]
-        query_pos = self.query_embed.weight.unsqueeze(0).expand(b, -1, -1)
-        out = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
+            pos.append(p.flatten(2).permute(2, 0, 1))
+            srcs.append((self.input_proj[i](x).flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1))
+        query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, b, 1)  # (Q, B, C)
+        out = self.query_feat.weight.unsqueeze(1).repeat(1, b, 1)
         classes: list[Tensor] = []
         masks: list[Optional[Tensor]] = []
         for i in range(self.num_layers + 1):
-            last = i == self.num_layers
-            x = self.decoder_norm(out)
+            x = self.decoder_norm(out).transpose(0, 1)
             classes.append(self.class_embed(x))
-            embed = self.mask_embed(x)
-            nxt = i % self.num_levels  # the level the next layer attends to
-            if lean:
-                masks.append(self.mask_logits(embed, mask_features) if last else None)
-                if not last:
-                    small = torch.bmm(embed, level_features[nxt])
-            else:
-                masks.append(self.mask_logits(embed, mask_features))
-                if not last:
-                    small = F.interpolate(masks[-1], size=sizes[nxt], mode="bilinear", align_corners=False).flatten(2)
+            mask = self.mask_logits(self.mask_embed(x), mask_features)
+            last = i == self.num_layers
+            masks.append(mask if last or self.auxiliary_masks else None)
             if last:
                 break
-            attn_mask = additive_mask((small.sigmoid() < 0.5).detach(), srcs[nxt].dtype)
+            nxt = i % self.num_levels  # the level the next layer attends to
+            attn_mask = head_masks(mask, sizes[nxt], self.num_heads)
+            del mask
             out = self.transformer_cross_attention_layers[i](out, srcs[nxt], attn_mask, pos[nxt], query_pos)
             out = self.transformer_self_attention_layers[i](out, query_pos)
             out = self.transformer_ffn_layers[i](out)

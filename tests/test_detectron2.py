@@ -255,9 +255,13 @@ def _case(kind: str, tmp_path_factory):
         hf.save_pretrained(folder)
         saved = load_file(os.path.join(folder, "model.safetensors"))  # published names
         # Every stage map larger than the 7x7 window: transformers' Swin shrinks windows otherwise.
+        # A single image and a padded pair whose second image is smaller.
         x = torch.randn(1, 3, 256, 288) if kind == "swin" else torch.randn(1, 3, 96, 128)
+        pair = torch.cat([x, torch.zeros_like(x)])
+        pair[1, :, : x.shape[2] - 32, : x.shape[3] - 32] = torch.randn(3, x.shape[2] - 32, x.shape[3] - 32)
+        x = (x, pair)
         with torch.no_grad():
-            ref = hf(pixel_values=x)
+            ref = tuple(hf(pixel_values=v) for v in x)
         window = 7 if kind == "swin" else 0
         original = hf_to_original(saved, window, hf.config.num_labels)
         _CASES[kind] = (hf, x, ref, original)
@@ -272,16 +276,19 @@ def _check_layout(original: dict, listing_name: str, allowed_extra: set = frozen
     assert not ref - ours, sorted(ref - ours)
 
 
-def _assert_same_logits(model, x, ref) -> None:
-    with torch.no_grad():
-        out = model(x)
-    pairs = [(out.class_queries_logits, ref.class_queries_logits), (out.masks_queries_logits, ref.masks_queries_logits)]
-    assert len(out.auxiliary_logits) == len(ref.auxiliary_logits) > 0
-    for a, b in zip(out.auxiliary_logits, ref.auxiliary_logits):
-        pairs += [(a["class_queries_logits"], b["class_queries_logits"]), (a["masks_queries_logits"], b["masks_queries_logits"])]
-    for a, b in pairs:
-        assert a.shape == b.shape
-        assert (a - b).abs().max().item() <= 1e-4
+def _assert_same_logits(model, inputs, refs) -> None:
+    """Bit-identical to transformers (and so to the original) on every prediction."""
+    for x, ref in zip(inputs, refs):
+        with torch.no_grad():
+            out = model(x)
+        pairs = [(out.class_queries_logits, ref.class_queries_logits), (out.masks_queries_logits, ref.masks_queries_logits)]
+        assert len(out.auxiliary_logits) == len(ref.auxiliary_logits) > 0
+        for a, b in zip(out.auxiliary_logits, ref.auxiliary_logits):
+            pairs += [(a["class_queries_logits"], b["class_queries_logits"]),
+                      (a["masks_queries_logits"], b["masks_queries_logits"])]
+        for a, b in pairs:
+            assert a.shape == b.shape
+            assert torch.equal(a, b), (a - b).abs().max().item()
 
 
 @pytest.mark.parametrize("kind,fmt,protocol,static_query", [
@@ -318,9 +325,10 @@ def test_convert_loads_in_transformers(tmp_path, tmp_path_factory):
     converted = transformers.Mask2FormerForUniversalSegmentation.from_pretrained(out, output_auxiliary_logits=True).eval()
     assert converted.config.id2label[18] == "bicycle"  # 19 classes: Cityscapes names
     with torch.no_grad():
-        got = converted(pixel_values=x)
-    for a, b in [(got.class_queries_logits, ref.class_queries_logits), (got.masks_queries_logits, ref.masks_queries_logits)]:
-        assert (a - b).abs().max().item() <= 1e-4
+        got = converted(pixel_values=x[0])
+    for a, b in [(got.class_queries_logits, ref[0].class_queries_logits),
+                 (got.masks_queries_logits, ref[0].masks_queries_logits)]:
+        assert torch.equal(a, b)
     with open(os.path.join(out, "preprocessor_config.json")) as f:
         pre = json.load(f)
     assert pre["size"] == {"shortest_edge": 1024, "longest_edge": 2048}  # Cityscapes test size

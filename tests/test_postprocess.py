@@ -196,6 +196,8 @@ def test_padded_batch_matches_reference(targets):
     sem_after = proc.post_process_semantic_segmentation(outputs, target_sizes=targets, resize_before_inference=False)
     pan = proc.post_process_panoptic_segmentation(outputs, target_sizes=targets, label_ids_to_fuse={1, 4})
     ins = proc.post_process_instance_segmentation(outputs, threshold=0.0, target_sizes=targets, return_binary_maps=True)
+    ins_nonempty = proc.post_process_instance_segmentation(outputs, threshold=0.0, target_sizes=targets,
+                                                           return_binary_maps=True, drop_empty=True)
     for i, size in enumerate(valid):
         out = size if targets is None else targets[i]
         full = ref_resize(masks[i], (64, 80), size, out)
@@ -204,13 +206,16 @@ def test_padded_batch_matches_reference(targets):
         up = F.interpolate(masks[i][None], size=(64, 80), mode="bilinear", align_corners=False)[0]
         assert torch.equal(sem_after[i], ref_sem_seg_postprocess(ref_semantic(cls[i], up), size, out).argmax(0))
         same_panoptic((pan[i]["segmentation"], pan[i]["segments_info"]), ref_panoptic(cls[i], full, stuff=(1, 4)))
+        # threshold 0: the original's whole top-k list, empty masks included; sorted by score.
         r_scores, r_labels, r_queries, r_masks = ref_instance(cls[i], full)
-        nonempty = r_masks.flatten(1).any(1)
-        order = torch.sort(r_scores[nonempty], descending=True, stable=True).indices
-        got = ins[i]["segments_info"]
-        assert [s["label_id"] for s in got] == r_labels[nonempty][order].tolist()
-        assert torch.equal(torch.tensor([s["score"] for s in got]), r_scores[nonempty][order])
-        assert torch.equal(ins[i]["segmentation"], r_masks[nonempty][order])
+        assert len(ins[i]["segments_info"]) == min(100, cls.shape[1] * (cls.shape[2] - 1))
+        for got, keep in [(ins[i], torch.ones_like(r_scores, dtype=torch.bool)),
+                          (ins_nonempty[i], r_masks.flatten(1).any(1))]:
+            order = torch.sort(r_scores[keep], descending=True, stable=True).indices
+            info = got["segments_info"]
+            assert [s["label_id"] for s in info] == r_labels[keep][order].tolist()
+            assert torch.equal(torch.tensor([s["score"] for s in info]), r_scores[keep][order])
+            assert torch.equal(got["segmentation"], r_masks[keep][order])
 
 
 def test_padding_does_not_leak():
@@ -350,3 +355,23 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert int(done.stdout.strip().splitlines()[-1]) < 800  # MiB; the default budget is 256 MiB
+
+
+def test_threshold_zero_keeps_the_originals_full_list_with_empty_masks():
+    """The original's instance_inference returns exactly test_topk_per_image instances, those
+    whose binary mask is empty (score 0) included; drop_empty is the opt-in filter."""
+    cls, masks = random_outputs(1, 20, 9, (16, 20), seed=4)
+    masks[0, :8] = -5.0  # eight queries draw nothing at all
+    outputs = outputs_of(cls, masks, None)
+    proc = Mask2FormerImageProcessor()
+    full = proc.post_process_instance_segmentation(outputs, threshold=0.0, return_binary_maps=True)[0]
+    r_scores, r_labels, _, r_masks = ref_instance(cls[0], F.interpolate(masks, size=(64, 80), mode="bilinear",
+                                                                          align_corners=False)[0], 100)
+    info = full["segments_info"]
+    assert len(info) == 100
+    empty = [s for s in info if s["area"] == 0]
+    assert empty and all(s["score"] == 0.0 for s in empty)
+    assert sorted(s["score"] for s in info) == sorted(r_scores.tolist())
+    assert int((~r_masks.flatten(1).any(1)).sum()) == len(empty)
+    dropped = proc.post_process_instance_segmentation(outputs, threshold=0.0, drop_empty=True)[0]["segments_info"]
+    assert len(dropped) == 100 - len(empty) and all(s["area"] > 0 for s in dropped)

@@ -12,7 +12,10 @@ from ..layers import NormConv2d
 
 
 class FrozenBatchNorm2d(nn.Module):
-    """Batch norm with fixed statistics and affine parameters (detectron2's FrozenBN)."""
+    """Batch norm with fixed statistics and affine parameters (detectron2's FrozenBN).
+
+    Computed as the original computes it, so that logits are bit-identical: ``F.batch_norm``
+    when no gradient is needed (inference), the folded ``x * scale + shift`` otherwise."""
 
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
@@ -23,6 +26,9 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
 
     def forward(self, x: Tensor) -> Tensor:
+        if not x.requires_grad:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                training=False, eps=self.eps)
         scale = self.weight * (self.running_var + self.eps).rsqrt()
         shift = self.bias - self.running_mean * scale
         return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)

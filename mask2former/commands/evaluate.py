@@ -63,6 +63,13 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
     p.set_defaults(func=run)
 
 
+def default_convention(dataset: str, task: str) -> str:
+    """The dataset's own official tool: cityscapesscripts for Cityscapes semantic and instance
+    results, detectron2's evaluators (and pq_compute / COCOeval) otherwise."""
+    official = dataset.startswith("cityscapes") and (task == "semantic" or dataset != "cityscapes")
+    return "cityscapes" if official else "detectron2"
+
+
 def image_folder(ds: Any, kind: str, root: str, split: str) -> str:
     """The folder 'segment' is run on for this split: output stems are paths relative to it."""
     if getattr(ds, "image_dir", None):  # COCO formats
@@ -166,8 +173,7 @@ def run(args: argparse.Namespace) -> int:
                         threshold=args.threshold, **tta.segmenter_kwargs(args))
     if not supported(ds, task):
         raise ValueError(f"{args.dataset} dataset at {args.data_root} has no {task} ground truth")
-    official = args.dataset.startswith("cityscapes") and (task == "semantic" or args.dataset != "cityscapes")
-    convention = args.convention or ("cityscapes" if official else "detectron2")
+    convention = args.convention or default_convention(args.dataset, task)
     names = None
     if seg is not None:
         n = len(getattr(ds, "semantic_classes", ds.classes) if task == "semantic" else ds.classes)

@@ -17,7 +17,7 @@ import os
 from typing import Any, Iterable
 
 from ..io import atomic_path, atomic_write_text
-from ..outputs import AreaTotals, write_area_table, write_json
+from ..outputs import AreaTotals, panoptic_categories, write_area_table, write_json
 from .inputs import InputItem
 from .resume import finished_records, journal_files, run_errors
 
@@ -46,8 +46,7 @@ def write_run_files(out: str, run_id: str, items: Iterable[InputItem], info: Any
         write_area_table(totals.rows(), os.path.join(out, "areas.csv"), os.path.join(out, "areas.json"))
         atomic_write_text(os.path.join(out, "manifest.jsonl"), manifest.getvalue())
     if panoptic:
-        cats = [{"id": i, "name": names[i], "isthing": int(i not in info.stuff_ids),
-                 "color": list(info.palette[i])} for i in range(len(names))]
+        cats = panoptic_categories(names, info.stuff_ids, info.palette)
         write_json({"annotations": panoptic, "categories": cats}, os.path.join(out, "panoptic.json"))
     if has_instances:
         _join_instances(out, items, records)

@@ -12,23 +12,25 @@ from .. import distributed as dist_utils
 
 
 def validation_segmenter(model: torch.nn.Module, cfg: Any, classes: list, device: torch.device) -> Any:
-    """A Segmenter over the model being trained: the training's base size as test size, and the
-    dataset's own thing/stuff split and colours."""
-    from ..processor import Mask2FormerImageProcessor
+    """A Segmenter over the model being trained that runs exactly what ``segment`` and
+    ``evaluate`` run on the exported model (train/export.py): the original's test-time resize
+    to the training's base size, that folder's processor, the task's post-processing order,
+    and the dataset's own thing/stuff split and colours."""
     from ..segmenter import Segmenter
+    from .export import exported_processor
 
-    processor = Mask2FormerImageProcessor(size={"shortest_edge": cfg.base_size, "longest_edge": cfg.max_size},
-                                          size_divisor=0)
-    seg = Segmenter(model, task=cfg.task, device=str(device), resize="config", processor=processor)
+    processor = exported_processor(cfg, len(classes))
+    processor.semantic_resize_first = cfg.task != "semantic"
+    seg = Segmenter(model, task=cfg.task, device=str(device), processor=processor)
     seg.info = dataclasses.replace(seg.info, thing_ids=[i for i, c in enumerate(classes) if c.isthing],
-                                   palette=[tuple(c.color) for c in classes])
+                                   palette=[tuple(c.color) for c in classes], test_size=(cfg.base_size, cfg.max_size))
     return seg
 
 
 def validate(model: torch.nn.Module, cfg: Any, device: torch.device) -> dict[str, Any]:
     """Metrics of ``model`` on ``cfg.val_split`` (empty when there is no such split, and on
     ranks other than 0). Under DDP each process segments its share of the images."""
-    from ..commands.evaluate import image_folder, iter_predictions
+    from ..commands.evaluate import default_convention, image_folder, iter_predictions
     from ..evaluation.scorer import Scorer
     from ..data import build_dataset
 
@@ -40,7 +42,7 @@ def validate(model: torch.nn.Module, cfg: Any, device: torch.device) -> dict[str
     if val is not None and len(val):  # every rank scores its share; rank 0 merges and computes
         was_training = model.training
         seg = validation_segmenter(model, cfg, val.classes, device)
-        scorer = Scorer(cfg.task, val, "detectron2")
+        scorer = Scorer(cfg.task, val, default_convention(cfg.dataset, cfg.task))
         folder = image_folder(val, cfg.dataset, cfg.data_root, cfg.val_split)
         indices = range(dist_utils.rank(), len(val), dist_utils.world_size())
         for index, sample, stem, pred in iter_predictions(val, indices, folder, seg, cfg.task, None):
