@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -24,6 +24,7 @@ from .model import Mask2FormerForUniversalSegmentation
 from .processor import Mask2FormerImageProcessor, resized_size
 
 TASKS = ("semantic", "instance", "panoptic")
+DEFAULT_SHOW_THRESHOLD = 0.5  # instances a picture paints: the original demo's score threshold
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
 
@@ -55,6 +56,18 @@ class SegmentationResult:
     @property
     def class_names(self) -> list[str]:
         return [self.id2label[i] for i in range(len(self.id2label))]
+
+    def shown(self, min_score: float = DEFAULT_SHOW_THRESHOLD) -> "SegmentationResult":
+        """The result as a picture shows it: for the instance task, ``labels`` painted with the
+        instances scoring at least ``min_score`` only (the full list stays in ``segments``
+        and ``instance_masks``, for the COCO results). Other tasks: ``self``."""
+        if self.task != "instance" or self.instance_masks is None:
+            return self
+        labels = np.full(self.labels.shape, out_files.VOID, dtype=np.int64)
+        for m, s in reversed(list(zip(self.instance_masks, self.segments))):  # best last: it wins overlaps
+            if float(s["score"]) >= min_score:
+                labels[m] = s["label_id"]
+        return replace(self, labels=labels)
 
     def overlay(self, alpha: float = 0.5) -> np.ndarray:
         return out_files.overlay(self.image, self.labels, self.palette, alpha, self.segment_ids)

@@ -5,17 +5,16 @@ labels, overlay and area table paint only those scoring at least ``show_threshol
 original demo's 0.5), so that a top-k list full of low scores still gives a sensible picture."""
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..outputs import VOID, write_json
-from ..segmenter import SegmentationResult
+from ..outputs import write_json
+from ..segmenter import DEFAULT_SHOW_THRESHOLD, SegmentationResult
 
-DEFAULT_SHOW_THRESHOLD = 0.5
+__all__ = ["DEFAULT_SHOW_THRESHOLD", "WriteOptions", "output_names", "shown", "class_pixels", "write_image"]
 
 
 @dataclass(frozen=True)
@@ -39,14 +38,8 @@ def output_names(stem: str, opts: WriteOptions) -> list[str]:
 
 
 def shown(result: SegmentationResult, show_threshold: float) -> SegmentationResult:
-    """The result as the picture shows it: instances below ``show_threshold`` unpainted."""
-    if result.task != "instance" or result.instance_masks is None:
-        return result
-    labels = np.full(result.labels.shape, VOID, dtype=np.int64)
-    for m, s in reversed(list(zip(result.instance_masks, result.segments))):  # best last: it wins overlaps
-        if float(s["score"]) >= show_threshold:
-            labels[m] = s["label_id"]
-    return dataclasses.replace(result, labels=labels)
+    """The result as the picture shows it (see :meth:`SegmentationResult.shown`)."""
+    return result.shown(show_threshold)
 
 
 def class_pixels(result: SegmentationResult) -> list[int]:
