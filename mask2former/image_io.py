@@ -54,8 +54,8 @@ def _open_file(path: str) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise ImageLoadError(
             path,
-            f"image is too large to open safely ({e}); if the file is trusted, raise "
-            "PIL.Image.MAX_IMAGE_PIXELS",
+            f"image is too large to open safely ({e}); if the file is trusted, raise the limit "
+            "(segment --max-pixels N, or PIL.Image.MAX_IMAGE_PIXELS in Python)",
         ) from None
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not an image file, or a format PIL cannot read") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -25,6 +25,7 @@ from .model import Mask2FormerForUniversalSegmentation
 from .processor import Mask2FormerImageProcessor, resized_size
 
 TASKS = ("semantic", "instance", "panoptic")
+DEFAULT_SHOW_THRESHOLD = 0.5  # instances a picture paints: the original demo's score threshold
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
 
@@ -56,6 +57,18 @@ class SegmentationResult:
     @property
     def class_names(self) -> list[str]:
         return [self.id2label[i] for i in range(len(self.id2label))]
+
+    def shown(self, min_score: float = DEFAULT_SHOW_THRESHOLD) -> "SegmentationResult":
+        """The result as a picture shows it: for the instance task, ``labels`` painted with the
+        instances scoring at least ``min_score`` only (the full list stays in ``segments``
+        and ``instance_masks``, for the COCO results). Other tasks: ``self``."""
+        if self.task != "instance" or self.instance_masks is None:
+            return self
+        labels = np.full(self.labels.shape, out_files.VOID, dtype=np.int64)
+        for m, s in reversed(list(zip(self.instance_masks, self.segments))):  # best last: it wins overlaps
+            if float(s["score"]) >= min_score:
+                labels[m] = s["label_id"]
+        return replace(self, labels=labels)
 
     def overlay(self, alpha: float = 0.5) -> np.ndarray:
         return out_files.overlay(self.image, self.labels, self.palette, alpha, self.segment_ids)
@@ -257,13 +270,27 @@ class Segmenter:
         for members in groups.values():
             for start in range(0, len(members), bs):
                 part = members[start:start + bs]
-                with self._inference():
-                    results = self._predict([rgb for _, rgb in part])
-                for (k, rgb), res in zip(part, results):
-                    done[k] = SegmentationResult(chunk[k][0], rgb, self.task, id2label=self.info.id2label,
-                                                 palette=self.info.palette, **res)
+                results = self.predict_arrays([rgb for _, rgb in part], [chunk[k][0] for k, _ in part])
+                for (k, _), res in zip(part, results):
+                    done[k] = res
         for k in range(len(chunk)):
             yield done[k]
+
+    def preprocess(self, rgb: np.ndarray) -> Optional[torch.Tensor]:
+        """(3, h, w) network input of one image, or None where TTA / sliding windows make
+        their own; thread-safe, so input pipelines can run it ahead of the forward pass."""
+        if self.tta or self.sliding_window is not None:
+            return None
+        return self._tensor(rgb)
+
+    def predict_arrays(self, images: list[np.ndarray], sources: Sequence[str],
+                       tensors: Optional[list[torch.Tensor]] = None) -> list[SegmentationResult]:
+        """Decoded HxWx3 uint8 images of one processed size (optionally with their
+        :meth:`preprocess` tensors) -> their results, in one batch."""
+        with self._inference():
+            fields = self._predict(images, tensors)
+        return [SegmentationResult(src, rgb, self.task, id2label=self.info.id2label, palette=self.info.palette, **f)
+                for src, rgb, f in zip(sources, images, fields)]
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
@@ -284,11 +311,12 @@ class Segmenter:
                 setattr(module, name, value)
 
     @torch.inference_mode()
-    def _predict(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
+    def _predict(self, images: list[np.ndarray], tensors: Optional[list[torch.Tensor]] = None
+                 ) -> list[dict[str, Any]]:
         """Same-size images -> per image the fields of a SegmentationResult."""
         if self.tta or self.sliding_window is not None:  # several forwards per image
-            return [{"labels": tta_mod.labels_from_scores(tta_mod.predict_scores(self, rgb))} for rgb in images]
-        x = torch.stack([self._tensor(rgb) for rgb in images])
+            return [{"labels": tta_mod.predict_labels(self, rgb)} for rgb in images]
+        x = torch.stack(tensors if tensors is not None else [self._tensor(rgb) for rgb in images])
         h, w = x.shape[-2:]
         ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
         pixel_mask = torch.zeros((len(images), ph, pw), dtype=torch.long)

@@ -190,7 +190,14 @@ def sliding_window_scores(seg: "Segmenter", rgb: np.ndarray, window: Sequence[in
     overlapping by ``overlap`` of the window; tile scores are summed and divided by how many
     tiles cover each pixel, then resized to the image's size and mirrored back."""
     height, width = rgb.shape[:2]
-    x = image_tensor(seg, rgb, size or seg.processed_size(height, width))
+    scores = _resize_scores(_window_average(seg, rgb, window, overlap, size, flip), (height, width))
+    return scores.flip(-1) if flip else scores
+
+
+def _window_average(seg: "Segmenter", rgb: np.ndarray, window: Sequence[int], overlap: float,
+                    size: Optional[Size] = None, flip: bool = False) -> Tensor:
+    """(C, h, w) tile-averaged scores at the network's input size (mirrored if ``flip``)."""
+    x = image_tensor(seg, rgb, size or seg.processed_size(*rgb.shape[:2]))
     if flip:
         x = x.flip(-1)
     h, w = x.shape[-2:]
@@ -207,8 +214,33 @@ def sliding_window_scores(seg: "Segmenter", rgb: np.ndarray, window: Sequence[in
             acc[:, y0:y1, x0:x1] += tile
             count[y0:y1, x0:x1] += 1
     assert acc is not None
-    scores = _resize_scores(acc.div_(count), (height, width))
-    return scores.flip(-1) if flip else scores
+    return acc.div_(count)
+
+
+def sliding_window_labels(seg: "Segmenter", rgb: np.ndarray, window: Sequence[int],
+                          overlap: float = DEFAULT_WINDOW_OVERLAP, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """``labels_from_scores(sliding_window_scores(...))`` without holding the (C, H, W) scores
+    at the image's size: a block of classes is resized at a time (bilinear resizing treats
+    channels independently, so the values are the same) and folded into a running argmax
+    (ties to the lower class). Memory: the (C, h, w) map at the network's input size plus
+    one block at the image's size."""
+    height, width = rgb.shape[:2]
+    avg = _window_average(seg, rgb, window, overlap)
+    step = max(1, max_bytes // (4 * height * width))
+    best: Optional[Tensor] = None
+    labels: Optional[Tensor] = None
+    for c0 in range(0, avg.shape[0], step):
+        block = _resize_scores(avg[c0:c0 + step], (height, width))
+        index = block.argmax(0)
+        value = block.gather(0, index[None])[0]
+        if best is None or labels is None:
+            best, labels = value, index
+        else:
+            better = value > best  # strictly: a tie keeps the earlier (lower) class
+            best = torch.where(better, value, best)
+            labels = torch.where(better, index + c0, labels)
+    assert labels is not None
+    return labels.cpu().numpy().astype(np.int64)
 
 
 @torch.inference_mode()
@@ -245,6 +277,14 @@ def predict_scores(seg: "Segmenter", rgb: np.ndarray) -> Tensor:
     return view_scores(seg, rgb)
 
 
+def predict_labels(seg: "Segmenter", rgb: np.ndarray) -> np.ndarray:
+    """(H, W) class map with the segmenter's TTA / sliding-window settings; sliding windows
+    alone never hold the full-size (C, H, W) scores."""
+    if seg.sliding_window is not None and not seg.tta:
+        return sliding_window_labels(seg, rgb, seg.sliding_window, seg.window_overlap)
+    return labels_from_scores(predict_scores(seg, rgb))
+
+
 def labels_from_scores(scores: Tensor) -> np.ndarray:
     """(H, W) int64 class map: argmax over classes (ties to the lower class, like the original)."""
     return scores.argmax(0).cpu().numpy().astype(np.int64)
@@ -258,13 +298,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("semantic test-time augmentation and sliding windows (semantic task only)")
     g.add_argument("--tta", action="store_true",
                    help="average class scores over scales x horizontal flip, like the original's "
-                        "SemanticSegmentorWithTTA (semantic task only)")
+                        "SemanticSegmentorWithTTA (semantic task only; default: off)")
     g.add_argument("--tta-scales", type=float, nargs="+", default=list(DEFAULT_TTA_SCALES), metavar="S",
                    help="scales of the base test size (default: %(default)s)")
-    g.add_argument("--tta-no-flip", action="store_true", help="TTA without the mirrored views")
+    g.add_argument("--tta-no-flip", action="store_true", help="TTA without the mirrored views (default: with them)")
     g.add_argument("--sliding-window", type=int, nargs=2, metavar=("H", "W"),
                    help="run on H x W tiles of the resized image and average overlapping scores "
-                        "(semantic task only)")
+                        "(semantic task only; default: off, one forward of the whole image)")
     g.add_argument("--window-overlap", type=float, default=DEFAULT_WINDOW_OVERLAP,
                    help="fraction of a window shared with the next tile (default: 1/3)")
 

@@ -40,11 +40,12 @@ def panoptic_json(result: SegmentationResult, stem: str, stuff_ids: list[int]) -
 
 def render(result: SegmentationResult, output: str, stem: str, stuff_ids: list[int], alpha: float) -> bytes:
     """One output file's bytes, exactly as ``segment`` writes it for an image named ``stem``."""
+    picture = result.shown()  # instances: labels, overlay and areas paint those scoring >= 0.5, as segment does
     makers: dict[str, Callable[[], Any]] = {
-        "labels.png": lambda: out_files.encode_png(out_files.label_png_array(result.labels, len(result.id2label))),
-        "overlay.png": lambda: out_files.encode_png(result.overlay(alpha)),
-        "areas.csv": lambda: out_files.area_csv_text(result.area_table()),
-        "areas.json": lambda: out_files.json_text(result.area_table()),
+        "labels.png": lambda: out_files.encode_png(out_files.label_png_array(picture.labels, len(result.id2label))),
+        "overlay.png": lambda: out_files.encode_png(picture.overlay(alpha)),
+        "areas.csv": lambda: out_files.area_csv_text(picture.area_table()),
+        "areas.json": lambda: out_files.json_text(picture.area_table()),
         "panoptic.png": lambda: out_files.encode_png(out_files.id2rgb(result.segment_ids)),
         "panoptic.json": lambda: out_files.json_text(panoptic_json(result, stem, stuff_ids)),
         "instances.json": lambda: out_files.json_text(result.coco_instances(stem)),
@@ -58,12 +59,13 @@ def summary(result: SegmentationResult, stem: str, stuff_ids: list[int], label_m
     table, segments (panoptic) or instances, and the label PNG; ``label_map`` adds the raw
     class id per pixel (the label PNG's values, row-major, little-endian)."""
     h, w = result.labels.shape
-    rows = result.area_table()
+    picture = result.shown()  # instances: the picture's labels and areas, as segment writes them
+    rows = picture.area_table()
     present = [r for r in rows if r["pixels"] > 0]
     classes = [{"id": r["class_id"], "name": r["class_name"], "pixels": r["pixels"], "percent": r["percent"],
                 "color": list(result.palette[r["class_id"]]) if r["class_id"] >= 0 else [0, 0, 0]}
                for r in present]
-    labels = out_files.label_png_array(result.labels, len(result.id2label))
+    labels = out_files.label_png_array(picture.labels, len(result.id2label))
     body: dict[str, Any] = {
         "image": {"name": stem, "width": w, "height": h}, "task": result.task, "classes": classes, "areas": rows,
         "labels_png": base64.b64encode(out_files.encode_png(labels)).decode("ascii"),
