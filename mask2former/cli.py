@@ -98,10 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("checkpoint", help="model_final_*.pkl of the original model zoo")
     conv.add_argument("out_dir")
     conv.set_defaults(func=cmd_convert)
-    from .commands import evaluate, segment
+    from .commands import evaluate, export, segment
 
     segment.add_parser(sub, DEFAULT_MODEL)
     evaluate.add_parser(sub, DEFAULT_MODEL)
+    export.add_parser(sub, DEFAULT_MODEL)
 
     train = sub.add_parser("train", help="train or fine-tune (single process, or under torchrun)")
     train.add_argument("--config", help="YAML file of TrainConfig fields")

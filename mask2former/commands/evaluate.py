@@ -59,6 +59,7 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
                    help="test-time resize, as in 'segment' (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--threshold", type=float, default=None, help="as in 'segment'")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default=None, help="as in 'segment'")
     tta.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -159,8 +160,14 @@ def run(args: argparse.Namespace) -> int:
         from ..model_info import ModelInfo
         from ..segmenter import Segmenter
 
-        model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model)
-        own = ModelInfo.of(model, args.model).task
+        from ..runtime import choose_backend, load_backend
+
+        if choose_backend(args.model, args.backend) == "torch":
+            model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model)
+            own = ModelInfo.of(model, args.model).task
+        else:  # an exported .onnx under ONNX Runtime / OpenVINO
+            model = load_backend(args.model, choose_backend(args.model, args.backend), args.device)
+            own = model.info.task
         task = args.task or ("semantic" if tiled else own if supported(ds, own) else ds.task)
         seg = Segmenter(model, task=task, device=args.device, resize=args.resize, batch_size=args.batch_size,
                         threshold=args.threshold, **tta.segmenter_kwargs(args))

@@ -66,6 +66,8 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
                    help="CPU threads (default: one per physical core unless OMP_NUM_THREADS is set)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the backbone (compiles for seconds per new image size; see docs/performance.md)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default=None,
+                   help="runtime (default: onnxruntime for a .onnx --model, else torch); see docs/export.md")
     tta.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -108,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", PrecisionFallbackWarning)  # reported below, on one line
         seg = Segmenter(args.model, task=args.task, device=args.device, resize=args.resize,
                         batch_size=args.batch_size, threshold=args.threshold, **tta.segmenter_kwargs(args),
-                        precision=args.precision, num_threads=args.threads, compile=args.compile)
+                        precision=args.precision, num_threads=args.threads, compile=args.compile,
+                        backend=args.backend)
     if seg.precision.message:
         print(f"warning: {seg.precision.message}", file=sys.stderr)
     elif args.precision != "fp32":
