@@ -94,7 +94,11 @@ def export_program(module: nn.Module, args: tuple[Tensor, ...]) -> torch.export.
 
 def export_model(model: nn.Module, example: Optional[Tensor] = None) -> torch.export.ExportedProgram:
     """The network as a ``torch.export`` program, dynamic in batch, height and width
-    (multiples of 32, 64..8192). ``program.module()(pixel_values)`` -> (class, mask logits)."""
+    (multiples of 32, 64..8192). ``program.module()(pixel_values)`` -> (class, mask logits).
+
+    The program asserts at run time what the exporter assumed: that every Swin stage has
+    more than one window per axis (sizes > 7 * 32 = 224 for 7x7 windows, > 384 for 12x12).
+    The ONNX graph built from it drops those assertions and runs any size (tested)."""
     check_exportable(model)
     with exporting(model):
         return export_program(LogitsModule(model), (example if example is not None else example_pixels(),))
