@@ -8,6 +8,7 @@ attention plain ``MatMul``/``Where``/``Softmax``; no custom domain, no ``com.mic
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -147,8 +148,12 @@ class _quiet:
         self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         self._stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")
+        self._logger = logging.getLogger("torch.onnx")  # e.g. "torchvision is not installed" lines
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
 
     def __exit__(self, *exc: Any) -> None:
+        self._logger.setLevel(self._level)
         self._stack.close()
 
 
