@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model)
     program = export_model(model)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    tmp = output + ".tmp"
+    tmp = output + ".partial.pt2"  # torch.export.save wants a .pt2 name
     torch.export.save(program, tmp)
     os.replace(tmp, output)
     print(f"wrote {output} (torch.export program; load with torch.export.load)", file=sys.stderr)
