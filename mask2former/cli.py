@@ -146,11 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("checkpoint", help="model_final_*.pkl of the original model zoo (required)")
     conv.add_argument("out_dir", help="folder to write config.json and model.safetensors to (required)")
     conv.set_defaults(func=cmd_convert)
-    from .commands import evaluate, segment, serve
+    from .commands import evaluate, export, segment, serve
 
     segment.add_parser(sub, DEFAULT_MODEL)
     evaluate.add_parser(sub, DEFAULT_MODEL)
     serve.add_parser(sub, DEFAULT_MODEL)
+    export.add_parser(sub, DEFAULT_MODEL)
 
     add_train_parser(sub)
     return p

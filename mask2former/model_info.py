@@ -27,6 +27,7 @@ class ModelInfo:
     test_size: tuple[int, int]  # (shortest edge, longest edge)
     folder: Optional[str]
     dataset: Optional[str]
+    processor_config: Optional[dict[str, Any]] = None  # preprocessor_config.json carried by an exported file
 
     @property
     def stuff_ids(self) -> list[int]:
@@ -35,6 +36,8 @@ class ModelInfo:
         return [i for i in self.id2label if i not in set(self.thing_ids)]
 
     def processor(self) -> Mask2FormerImageProcessor:
+        if self.processor_config is not None:
+            return Mask2FormerImageProcessor.from_dict(self.processor_config)
         if self.folder and os.path.isfile(os.path.join(self.folder, "preprocessor_config.json")):
             proc = Mask2FormerImageProcessor.from_pretrained(self.folder)
         else:

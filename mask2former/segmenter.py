@@ -145,7 +145,9 @@ class Segmenter:
     (exact, default), "bf16", "fp16" (CUDA) or "int8" (CPU), see :mod:`mask2former.precision`;
     ``self.precision`` says what runs. num_threads: CPU threads (default: one per physical
     core, unless OMP_NUM_THREADS/MKL_NUM_THREADS chose). compile: ``torch.compile`` the
-    backbone (off by default; compiles for seconds per new input size).
+    backbone (off by default; compiles for seconds per new input size). backend: "torch",
+    "onnxruntime" or "openvino" (default: onnxruntime for a ``.onnx`` path, else torch), see
+    :mod:`mask2former.runtime`.
     """
 
     def __init__(self, model: Union[str, os.PathLike, Mask2FormerForUniversalSegmentation], task: Optional[str] = None,
@@ -155,19 +157,26 @@ class Segmenter:
                  tta_scales: Sequence[float] = tta_mod.DEFAULT_TTA_SCALES, tta_flip: bool = True,
                  sliding_window: Optional[Sequence[int]] = None,
                  window_overlap: float = tta_mod.DEFAULT_WINDOW_OVERLAP, precision: str = "fp32",
-                 num_threads: Optional[int] = None, compile: bool = False):
+                 num_threads: Optional[int] = None, compile: bool = False, backend: Optional[str] = None):
+        from . import runtime
         from .model_info import ModelInfo
 
         self.device = resolve_device(device)  # before loading: a bad device is one line, at once
         name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "source", "")
-        if isinstance(model, (str, os.PathLike)):
-            model = Mask2FormerForUniversalSegmentation.from_pretrained(model)
-        self.model = model.to(self.device).eval()
-        if self.device.type == "cpu":
-            precision_mod.configure_threads(num_threads)
-        # Optional faster numerics; int8 runs on a quantised copy, the caller's model is untouched.
-        self.model, self.precision = precision_mod.prepare(self.model, precision, self.device, compile=compile)
-        self.info = ModelInfo.of(self.model, name)
+        self.backend = runtime.choose_backend(model, backend)
+        if self.backend != "torch":  # an exported .onnx (see mask2former.runtime)
+            self.model = runtime.load_backend(model, self.backend, device, precision, num_threads)
+            self.device = torch.device("cpu")
+            self.precision, self.info = self.model.precision, self.model.info
+        else:
+            if isinstance(model, (str, os.PathLike)):
+                model = Mask2FormerForUniversalSegmentation.from_pretrained(model)
+            self.model = model.to(self.device).eval()
+            if self.device.type == "cpu":
+                precision_mod.configure_threads(num_threads)
+            # Optional faster numerics; int8 runs on a quantised copy, the caller's model is untouched.
+            self.model, self.precision = precision_mod.prepare(self.model, precision, self.device, compile=compile)
+            self.info = ModelInfo.of(self.model, name)
         self.task = task or self.info.task
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, not {self.task!r}")

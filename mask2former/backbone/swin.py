@@ -86,6 +86,12 @@ class WindowAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
+def padded_to_windows(n: int, ws: int) -> int:
+    """n rounded up to whole windows; no negative floor division, which ONNX (whose integer
+    Div truncates) would get wrong for an exported, size-independent graph."""
+    return (n + ws - 1) // ws * ws
+
+
 def window_partition(x: Tensor, w: int) -> Tensor:
     """(B, H, W, C) -> (B*nW, w*w, C)."""
     b, h, wd, c = x.shape
@@ -125,7 +131,7 @@ class WindowLayout:
     partition and their inverses, each a full copy)."""
 
     def __init__(self, h: int, w: int, ws: int, shift: int, device: torch.device):
-        hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+        hp, wp = padded_to_windows(h, ws), padded_to_windows(w, ws)
         rows = (torch.arange(hp, device=device) + shift) % hp  # padded-map row at each rolled row
         cols = (torch.arange(wp, device=device) + shift) % wp
         grid = window_partition((rows[:, None] * wp + cols[None, :]).view(1, hp, wp, 1), ws).flatten()
@@ -194,7 +200,7 @@ class SwinStage(nn.Module):
 
     def forward(self, x: Tensor, h: int, w: int) -> tuple[Tensor, Tensor, int, int]:
         ws = self.window
-        hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+        hp, wp = padded_to_windows(h, ws), padded_to_windows(w, ws)
         mask = shifted_window_mask(hp, wp, ws, self.shift, x.device).to(x.dtype)
         layouts = [WindowLayout(h, w, ws, shift, x.device) for shift in (0, self.shift)]
         for blk in self.blocks:

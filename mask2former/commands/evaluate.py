@@ -62,6 +62,8 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold, as in 'segment' (default: the task's, as there)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default=None,
+                   help="runtime for the network (default: torch, or onnxruntime for a .onnx MODEL)")
     tta.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -170,8 +172,14 @@ def run(args: argparse.Namespace) -> int:
         from ..model_info import ModelInfo
         from ..segmenter import Segmenter
 
-        model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model)
-        own = ModelInfo.of(model, args.model).task
+        from ..runtime import choose_backend, load_backend
+
+        if choose_backend(args.model, args.backend) == "torch":
+            model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model)
+            own = ModelInfo.of(model, args.model).task
+        else:  # an exported .onnx under ONNX Runtime / OpenVINO
+            model = load_backend(args.model, choose_backend(args.model, args.backend), args.device)
+            own = model.info.task
         task = args.task or ("semantic" if tiled else own if supported(ds, own) else ds.task)
         seg = Segmenter(model, task=task, device=args.device, resize=args.resize, batch_size=args.batch_size,
                         threshold=args.threshold, **tta.segmenter_kwargs(args))

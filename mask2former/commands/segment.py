@@ -61,6 +61,8 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the backbone (compiles for seconds per new image size; see "
                         "docs/performance.md; default: off)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default=None,
+                   help="runtime (default: onnxruntime for a .onnx --model, else torch); see docs/export.md")
     v = p.add_argument_group("videos (files such as .mp4/.mov/.mkv, read through PyAV)")
     v.add_argument("--save-frames", action="store_true",
                    help="also write each segmented frame's label PNG (default: video, area CSV only)")
@@ -127,7 +129,8 @@ def _build_segmenter(args: argparse.Namespace) -> Any:
         warnings.simplefilter("ignore", PrecisionFallbackWarning)  # reported below, on one line
         seg = Segmenter(args.model, task=args.task, device=args.device, resize=args.resize,
                         batch_size=args.batch_size, threshold=args.threshold, **tta.segmenter_kwargs(args),
-                        precision=args.precision, num_threads=args.threads, compile=args.compile)
+                        precision=args.precision, num_threads=args.threads, compile=args.compile,
+                        backend=args.backend)
     if seg.precision.message:
         print(f"warning: {seg.precision.message}", file=sys.stderr)
     elif args.precision != "fp32":

@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
                    help="as for segment (default: fp32, exact)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the model (default: one per core)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default=None,
+                   help="as for segment (default: onnxruntime for a .onnx --model, else torch); see docs/export.md")
     p.add_argument("--threshold", type=float, default=None,
                    help="panoptic: object mask threshold (default 0.8); instance: minimum score (default 0)")
     p.add_argument("--max-batch-size", type=int, default=8,
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", PrecisionFallbackWarning)  # reported below, on one line
         seg = Segmenter(args.model, task=args.task, device=args.device, resize=args.resize,
                         threshold=args.threshold, **tta.segmenter_kwargs(args), precision=args.precision,
-                        num_threads=args.threads)
+                        num_threads=args.threads, backend=args.backend)
     if seg.precision.message:
         print(f"warning: {seg.precision.message}", file=sys.stderr)
     app = build_app(seg, config, model_name=args.model)
