@@ -440,8 +440,10 @@ class Mask2FormerImageProcessor:
         transformers always does.
         ``segmentation``: (H, W) int32 of segment ids, -1 where none, a pixel going to its
         highest-scoring instance; or with ``return_binary_maps`` the (N, H, W) bool masks
-        (overlaps kept); or with ``return_coco_annotation`` one pycocotools RLE dict per
-        instance. segments_info: id, label_id, was_fused (False), score, area.
+        (overlaps kept); or with ``return_coco_annotation`` transformers' run-length lists
+        (:func:`binary_mask_to_rle`) of each id of that map in increasing order, -1 (pixels of
+        no instance) first when there are any, exactly as transformers returns them (COCO
+        RLE dicts per instance: ``SegmentationResult.coco_instances``). segments_info: id, label_id, was_fused (False), score, area.
         ``overlap_mask_area_threshold`` is accepted for compatibility and unused, as in
         transformers.
         """
@@ -461,12 +463,12 @@ class Mask2FormerImageProcessor:
             ]
             if return_binary_maps:
                 segmentation: Any = masks
-            elif return_coco_annotation:
-                segmentation = [_rle(mask) for mask in masks]
             else:
                 segmentation = torch.full(resizer.output_size, -1, dtype=torch.int32, device=masks.device)
                 for i in reversed(range(masks.shape[0])):  # best last, so it wins overlaps
                     segmentation[masks[i]] = i
+                if return_coco_annotation:  # transformers' format: one run-length list per id in the map
+                    segmentation = [binary_mask_to_rle(segmentation == i) for i in torch.unique(segmentation)]
             results.append({"segmentation": segmentation, "segments_info": segments})
         return results
 
@@ -498,17 +500,6 @@ class Mask2FormerImageProcessor:
             )
             results.append({"segmentation": segmentation, "segments_info": segments})
         return results
-
-
-def _rle(mask: Tensor) -> dict[str, Any]:
-    """COCO run-length encoding of one (H, W) bool mask, counts as str (JSON-ready)."""
-    try:
-        from pycocotools import mask as mask_utils
-    except ImportError as e:  # pragma: no cover - optional dependency
-        raise ImportError("return_coco_annotation needs pycocotools (pip install pycocotools)") from e
-    rle = mask_utils.encode(np.asfortranarray(mask.cpu().numpy().astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 class AutoImageProcessor:
