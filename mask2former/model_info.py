@@ -63,15 +63,26 @@ class ModelInfo:
             colours, things = list(dataset.colors), list(dataset.thing_ids)
         else:
             colours, things = palette(n), None
-        task = _task_hint(name) or _task_hint(source) or cfg.extra.get("task") \
-            or DATASET_TASKS.get(dataset.key if dataset else "", "semantic")
+        task = task_for([name, source], cfg.extra.get("task"), dataset.key if dataset else None)
         test = _test_size(folder, cfg, dataset is not None)
         return cls(id2label, colours, things, task, test, folder, dataset.key if dataset else None)
 
 
+def task_for(names: list[Any], recorded: Optional[str], dataset_key: Optional[str]) -> str:
+    """The task a checkpoint was trained for: what its name says, else the task its config
+    records (our trained models do), else its released dataset's, else semantic."""
+    for name in names:
+        hint = _task_hint(os.fspath(name))
+        if hint:
+            return hint
+    if recorded in ("semantic", "instance", "panoptic"):
+        return recorded  # type: ignore[return-value]
+    return DATASET_TASKS.get(dataset_key or "", "semantic")
+
+
 def checkpoint_task(name: Any, folder: str, hub_kwargs: Optional[dict[str, Any]] = None) -> Optional[str]:
-    """The task a checkpoint was trained for, from its name, its ``config.json`` (our trained
-    models record it) or its class count (a released dataset); None if none of them says."""
+    """:func:`task_for` read from a checkpoint's files (as :meth:`ModelInfo.of` decides it for
+    the loaded model); None if its ``config.json`` cannot be read and its name says nothing."""
     hint = _task_hint(os.fspath(name))
     if hint:
         return hint
@@ -90,10 +101,10 @@ def checkpoint_task(name: Any, folder: str, hub_kwargs: Optional[dict[str, Any]]
         return None
     if not isinstance(config, dict):
         return None
-    if config.get("task") in ("semantic", "instance", "panoptic"):
-        return config["task"]
-    dataset = dataset_for(len(config.get("id2label") or {}) or int(config.get("num_labels") or 0))
-    return DATASET_TASKS.get(dataset.key, "semantic") if dataset else None
+    # As ModelInfo.of: a classes.json of its own means no released dataset.
+    dataset = None if _classes_file(os.path.dirname(path)) is not None else \
+        dataset_for(len(config.get("id2label") or {}) or int(config.get("num_labels") or 0))
+    return task_for([], config.get("task"), dataset.key if dataset else None)
 
 
 def _classes_file(folder: Optional[str]) -> Optional[list[dict[str, Any]]]:

@@ -62,6 +62,7 @@ def test_card_snippet_and_segmenter_give_the_same_map():
     ("tiny", {}, 133, True),                             # COCO panoptic's class count
     ("tiny", {}, 19, False),                             # Cityscapes semantic
     ("tiny-cityscapes-semantic", {}, 19, False),
+    ("tiny", {}, 7, False),                              # nothing says: semantic, for both entry points
 ])
 def test_processor_order_follows_the_checkpoint(tmp_path, name, extra, num_labels, resize_first):
     from mask2former.train.model_init import architecture_config
