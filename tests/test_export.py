@@ -23,6 +23,10 @@ from mask2former.processor import Mask2FormerImageProcessor
 from mask2former.runtime import load_backend
 from mask2former.segmenter import Segmenter
 
+# Off the default and CI runs for now: 3 of 6 full runs on the development machine died of a
+# segmentation fault (rc 139) with these tests in the process, cause not yet found.
+pytestmark = pytest.mark.runtimes
+
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
