@@ -21,11 +21,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """The export tests run last. They load ONNX Runtime and OpenVINO into this process, whose
-    thread pools then live on. Two of five full runs died of a segmentation fault in the tests
-    that fork DataLoader workers after them (tests/test_newcomer.py); running them last keeps
-    those forks away from the runtimes' threads."""
-    items.sort(key=lambda item: item.module.__name__ == "test_export")

@@ -2,12 +2,14 @@
 
 One exported file per model serves every check: two input sizes and a padded batch of two.
 Logits: class <= 1e-4, mask <= 1e-3 of the PyTorch model run as exported (grid_sample
-deformable attention, final prediction only); label maps after our post-processing >= 99.99 %
-equal to the torch backend's; the in-graph semantic post-processing >= 99.99 % equal to our
-Python post-processing of the PyTorch logits.
+deformable attention, final prediction only), with masked attention's threshold accounted
+for as tests/export_probe.py explains; label maps after our post-processing >= 99.99 % equal;
+the in-graph semantic post-processing >= 99.99 % equal to our Python post-processing of the
+PyTorch logits. The runtimes run in subprocesses (tests/runtime_worker.py), never in pytest's.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,15 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
+from export_probe import check_case, export_probe, run_worker
 from mask2former import Mask2FormerForUniversalSegmentation
 from mask2former.export import ExportError, check_standard, export_model, export_onnx, read_metadata
 from mask2former.processor import Mask2FormerImageProcessor
-from mask2former.runtime import load_backend
 from mask2former.segmenter import Segmenter
-
-# Off the default and CI runs for now: 3 of 6 full runs on the development machine died of a
-# segmentation fault (rc 139) with these tests in the process, cause not yet found.
-pytestmark = pytest.mark.runtimes
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -34,6 +32,7 @@ pytest.importorskip("openvino")
 
 DEMO = os.path.join(os.path.dirname(__file__), os.pardir, "models", "demo-street")
 RUNTIMES = ["onnxruntime", "openvino"]
+FIGURES = os.environ.get("MASK2FORMER_EXPORT_FIGURES")  # a .jsonl to append the measured figures to
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -66,23 +65,15 @@ def torch_logits(model, x):
         model.transformer_decoder.auxiliary_masks = saved
 
 
-def assert_runtime_matches(model, path: str, runtime: str, class_tol: float = 1e-4, mask_tol: float = 1e-3) -> None:
-    backend = load_backend(path, runtime)
-    processor = Mask2FormerImageProcessor()
-    for x, mask in inputs():
-        ref = torch_logits(model, x)
-        got = backend(pixel_values=x, pixel_mask=mask)
-        for name, tol in (("class_queries_logits", class_tol), ("masks_queries_logits", mask_tol)):
-            a, b = got[name], ref[name]
-            assert a.shape == b.shape, (name, a.shape, b.shape)
-            diff = (a - b).abs().max().item()
-            assert diff <= tol, f"{runtime} {tuple(x.shape)} {name} differs by {diff}"
-        ref.pixel_mask = mask
-        maps = [processor.post_process_semantic_segmentation(o, resize_before_inference=False) for o in (got, ref)]
-        for a, b in zip(*maps):
-            assert (a == b).float().mean().item() >= 0.9999
-    positive = (ref.masks_queries_logits > 0).float().mean().item()
-    assert 0.001 < positive < 0.999, positive  # masked attention really masks (part of each map)
+def assert_runtime_matches(model, probe_path: str, runtime: str, tmp: str, name: str) -> None:
+    """check_case on every input, the runtime in a subprocess over the probe graph."""
+    cases = inputs()
+    results = run_worker(probe_path, runtime, "graph", tmp, cases=[{"pixel_values": x.numpy()} for x, _ in cases])
+    for (x, mask), got in zip(cases, results):
+        figures = check_case(model, x, mask, got, f"{name} {runtime} {tuple(x.shape)}")
+        if FIGURES:
+            with open(FIGURES, "a") as f:
+                f.write(json.dumps(figures) + "\n")
 
 
 # -- the demo model: the command line, both runtimes, file checks ------------------------
@@ -120,9 +111,14 @@ def test_file_is_standard_onnx_with_metadata(demo_onnx):
     assert meta.model_config().num_queries == 16
 
 
+@pytest.fixture(scope="module")
+def demo_probe(demo_model, tmp_path_factory):
+    return export_probe(demo_model, str(tmp_path_factory.mktemp("probe") / "demo-probe.onnx"))
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_runtime_logits_and_labels(demo_model, demo_onnx, runtime):
-    assert_runtime_matches(demo_model, demo_onnx, runtime)
+def test_runtime_logits_and_labels(demo_model, demo_probe, runtime, tmp_path):
+    assert_runtime_matches(demo_model, demo_probe, runtime, str(tmp_path), "demo")
 
 
 def _street(tmp_path) -> str:
@@ -154,10 +150,11 @@ def test_segment_command_writes_the_same_labels(demo_onnx, tmp_path, backend):
 def test_segmenter_backends_agree(demo_onnx, tmp_path):
     image = _street(tmp_path)
     torch_result = Segmenter(DEMO)(image)
+    meta = read_metadata(demo_onnx).model_info()
+    assert meta.task == "semantic" and meta.id2label == torch_result.id2label
     for backend in RUNTIMES:
-        seg = Segmenter(demo_onnx, backend=backend)
-        assert seg.task == "semantic" and seg.info.id2label == torch_result.id2label
-        assert (seg(image).labels == torch_result.labels).mean() >= 0.9999
+        labels = run_worker(demo_onnx, backend, "segment", str(tmp_path), images=[image])[0]["labels"]
+        assert (labels == torch_result.labels).mean() >= 0.9999
 
 
 # -- in-graph semantic post-processing (demo model); torch.export (a transformers-built one)
@@ -188,7 +185,7 @@ def scene_inputs() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_semantic_postprocessing_in_graph(demo_model, tmp_path_factory, runtime):
+def test_semantic_postprocessing_in_graph(demo_model, tmp_path_factory, runtime, tmp_path):
     path = str(tmp_path_factory.getbasetemp() / "demo-semantic.onnx")
     if not os.path.exists(path):
         report = export_onnx(DEMO, path, postprocess="semantic")
@@ -196,27 +193,21 @@ def test_semantic_postprocessing_in_graph(demo_model, tmp_path_factory, runtime)
     check_standard(onnx.load(path))
     assert read_metadata(path).graph == "semantic"
     processor = Mask2FormerImageProcessor()
+    cases, expected = [], []
     for (x, mask), target in zip(scene_inputs(), [(512, 640), (300, 200), (250, 300)]):
         valid = tuple(int(v) for v in mask[-1].nonzero().max(0).values + 1)
         mask[:] = 0
         mask[:, :valid[0], :valid[1]] = 1  # one valid size per batch, as Segmenter batches
         ref = torch_logits(demo_model, x)
         ref.pixel_mask = mask
-        expected = torch.stack(processor.post_process_semantic_segmentation(
-            ref, target_sizes=[target] * len(x), resize_before_inference=False)).numpy()
-        feeds = {"pixel_values": x.numpy(), "valid_size": np.array(valid), "target_size": np.array(target)}
-        if runtime == "onnxruntime":
-            import onnxruntime as ort
-
-            labels = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-        else:
-            import openvino as ov
-
-            compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-            labels = compiled(feeds)[compiled.outputs[0]]
-        assert labels.shape == expected.shape
-        assert (labels == expected).mean() >= 0.9999
-        assert len(np.unique(expected)) > 2
+        expected.append(torch.stack(processor.post_process_semantic_segmentation(
+            ref, target_sizes=[target] * len(x), resize_before_inference=False)).numpy())
+        cases.append({"pixel_values": x.numpy(), "valid_size": np.array(valid), "target_size": np.array(target)})
+    for got, want in zip(run_worker(path, runtime, "graph", str(tmp_path), cases=cases), expected):
+        labels = got["labels"]
+        assert labels.shape == want.shape
+        assert (labels == want).mean() >= 0.9999
+        assert len(np.unique(want)) > 2
 
 
 def test_torch_export_has_dynamic_height_and_width(tiny):
@@ -292,37 +283,25 @@ _EXPORTED: dict = {}
 
 
 def exported_architecture(arch: str, tmp_path_factory) -> tuple:
-    """(random-weight model, its .onnx), exported once per architecture for both runtimes."""
+    """(random-weight model, its probe .onnx), exported once per architecture for both runtimes."""
     if arch not in _EXPORTED:
         from mask2former.train.model_init import architecture_config
 
         torch.manual_seed(0)
         cfg = architecture_config(arch, {i: f"c{i}" for i in range(19)}, {})
         model = Mask2FormerForUniversalSegmentation(cfg).eval()
-        path = export_onnx(model, str(tmp_path_factory.mktemp(arch) / f"{arch}.onnx"), name=arch).path
+        path = export_probe(model, str(tmp_path_factory.mktemp(arch) / f"{arch}.onnx"))
         check_standard(onnx.load(path, load_external_data=False))
         _EXPORTED[arch] = (model, path)
     return _EXPORTED[arch]
 
 
-# OpenVINO f32 on Swin-T (random weights) measured 1.0e-4..2.3e-4 (class) and up to 6.4e-4
-# (mask) on single images, 1.5e-6 on the padded batch; cause not found (see docs/export.md).
-# Labels stay >= 99.99 % equal (asserted); the logit bound is 10x the ONNX Runtime one. On the
-# Swin-L architecture OpenVINO's class logits were 2.0e-2 apart at 256x320 (ONNX Runtime within
-# bounds): a known open defect, kept as a strict expected failure until it is understood.
 @pytest.mark.slow
-@pytest.mark.parametrize("arch,runtime", [
-    ("swin-t", "onnxruntime"), ("swin-t", "openvino"), ("r50", "onnxruntime"), ("r50", "openvino"),
-    ("swin-l", "onnxruntime"),
-    pytest.param("swin-l", "openvino", marks=pytest.mark.xfail(
-        strict=True, reason="OpenVINO f32 class logits 2e-2 from torch on Swin-L (open, docs/export.md)")),
-])
-def test_published_architectures(tmp_path_factory, arch, runtime):
+@pytest.mark.parametrize("arch", ["swin-t", "r50", "swin-l"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_published_architectures(tmp_path_factory, tmp_path, arch, runtime):
     model, path = exported_architecture(arch, tmp_path_factory)
-    if runtime == "onnxruntime":
-        assert_runtime_matches(model, path, runtime)
-    else:
-        assert_runtime_matches(model, path, runtime, class_tol=1e-3, mask_tol=1e-2)
+    assert_runtime_matches(model, path, runtime, str(tmp_path), arch)
 
 
 @pytest.mark.slow
@@ -331,9 +310,10 @@ def test_original_pkl(tmp_path, tmp_path_factory):
 
     _, _, _, original = _case("swin", tmp_path_factory)
     pkl = _save(str(tmp_path / "model_final.pkl"), original)
-    path = str(tmp_path / "from-pkl.onnx")
-    r = cli("export", pkl, "--output", path)
+    r = cli("export", pkl, "--output", str(tmp_path / "from-pkl.onnx"))
     assert r.returncode == 0, r.stderr
+    assert read_metadata(str(tmp_path / "from-pkl.onnx")).graph == "logits"
     model = Mask2FormerForUniversalSegmentation.from_pretrained(pkl).eval()
+    probe = export_probe(model, str(tmp_path / "pkl-probe.onnx"))
     for runtime in RUNTIMES:
-        assert_runtime_matches(model, path, runtime)
+        assert_runtime_matches(model, probe, runtime, str(tmp_path), "pkl")
