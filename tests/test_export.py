@@ -157,6 +157,24 @@ def test_segmenter_backends_agree(demo_onnx, tmp_path):
         assert (labels == torch_result.labels).mean() >= 0.9999
 
 
+def test_evaluate_with_each_backend(demo_onnx, tmp_path):
+    """evaluate --model FILE.onnx --backend B scores what the torch model scores."""
+    from mask2former.data import synthetic
+
+    synthetic.generate(tmp_path / "scenes", 0, 3, size=(192, 288), seed=1)
+    metrics = {}
+    for model, backend in ((DEMO, None), (demo_onnx, "onnxruntime"), (demo_onnx, "openvino")):
+        extra = ["--backend", backend] if backend else []
+        r = cli("evaluate", "--dataset", "folder", "--data-root", str(tmp_path / "scenes"), "--model", model,
+                "--task", "semantic", "--json", *extra)
+        assert r.returncode == 0, r.stderr
+        metrics[backend] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert metrics[None]["num_images"] == 3 and metrics[None]["mIoU"] > 50  # the demo model segments these
+    for backend in RUNTIMES:
+        for key in ("mIoU", "pACC", "fwIoU"):
+            assert metrics[backend][key] == pytest.approx(metrics[None][key], abs=0.05), (backend, key)
+
+
 # -- in-graph semantic post-processing (demo model); torch.export (a transformers-built one)
 
 
