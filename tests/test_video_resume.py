@@ -79,3 +79,10 @@ def test_killed_video_resumes_from_its_chunks(long_clip, tmp_path):
     ref_frames, ref_fps, ref_size = decoded(long_clip)
     assert len(frames) == FRAMES and fps == ref_fps and size == ref_size
     assert not list(out.rglob(".tmp-*")) and not list((out / ".mask2former").glob("video-*"))
+
+
+def test_bad_chunk_length_is_one_line(long_clip, tmp_path):
+    res = segment(str(long_clip), "--out", str(tmp_path / "out"), "--video-chunk", "0")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert [line for line in res.stderr.splitlines() if line.startswith("error:")] == [
+        "error: --video-chunk must be at least 1 frame; got 0"]
