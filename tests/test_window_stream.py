@@ -116,3 +116,5 @@ def test_memory_check_counts_the_band():
     MemoryCheck(seg, limit_bytes=2 * 2**30)("aerial.tif", 6000, 8000)  # fits: no error
     with pytest.raises(ValueError, match=r"aerial\.tif: too large .*smaller --sliding-window"):
         MemoryCheck(seg, limit_bytes=2**30)("aerial.tif", 6000, 8000)
+    with pytest.raises(ValueError, match=r"label map alone do not fit; use --resize original"):
+        MemoryCheck(seg, limit_bytes=2**30)("aerial.tif", 60000, 80000)

@@ -35,7 +35,7 @@ def _forward_bytes(seg: Segmenter, h: int, w: int, batch: int) -> int:
 def estimate_bytes(seg: Segmenter, height: int, width: int) -> int:
     """Rough peak memory of segmenting one (height, width) image with ``seg``'s settings."""
     h, w = seg.processed_size(height, width)
-    images = height * width * (3 + 8 + 3 + 8)  # RGB, labels, overlay, what is derived from the labels
+    images = image_bytes(height, width)
     results = images + 4 * DEFAULT_MAX_BYTES
     window = seg.sliding_window
     if seg.tta:  # (C, H, W) score sums of the views at the image's size
@@ -48,6 +48,11 @@ def estimate_bytes(seg: Segmenter, height: int, width: int) -> int:
         return _forward_bytes(seg, min(h, window[0]), min(w, window[1]), seg.batch_size) \
             + sliding_window_bytes(seg, height, width) + images
     return _forward_bytes(seg, h, w, seg.batch_size) + results
+
+
+def image_bytes(height: int, width: int) -> int:
+    """The image's own maps whatever the windows: RGB, labels, overlay, what the labels give."""
+    return height * width * (3 + 8 + 3 + 8)
 
 
 def sliding_window_bytes(seg: Segmenter, height: int, width: int) -> int:
@@ -105,7 +110,11 @@ class MemoryCheck:
         if have is None or need <= have:
             return
         h, w = self.seg.processed_size(height, width)
-        hint = ("use a smaller --sliding-window or --batch-size" if self.seg.sliding_window is not None
-                else "use --sliding-window H W (semantic task) or --resize original")
+        if self.seg.sliding_window is None:
+            hint = "use --sliding-window H W (semantic task) or --resize original"
+        elif image_bytes(height, width) > have:  # no window size helps then
+            hint = "the image and its label map alone do not fit; use --resize original"
+        else:
+            hint = "use a smaller --sliding-window or --batch-size"
         raise ValueError(f"{path}: too large for the memory available ({width}x{height} image, network input "
                          f"{w}x{h}: needs about {need / 2**30:.1f} GiB, {have / 2**30:.1f} GiB available); {hint}")
