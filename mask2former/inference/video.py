@@ -35,7 +35,7 @@ from ..segmenter import SegmentationResult, Segmenter
 from .inputs import InputItem
 from .pipeline import Pipeline
 from .resume import Journal
-from .video_chunks import DEFAULT_CHUNK_FRAMES, ChunkSet, ChunkWriter, done_chunks, plan_chunks
+from .video_chunks import DEFAULT_CHUNK_FRAMES, ChunkPlan, ChunkSet, ChunkWriter, done_chunks, plan_chunks
 from .writer import WriteOptions, class_pixels, shown
 
 
@@ -194,7 +194,7 @@ def encoder_name() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-def _plan(path: str, out: str, vopts: VideoOptions, world: int) -> tuple[Any, Fraction, int, int]:
+def _plan(path: str, out: str, vopts: VideoOptions, world: int) -> tuple[ChunkPlan, Fraction, int, int]:
     """(chunk plan, source frame rate, width, height) of one video; the same on every process."""
     source_rate, width, height = source_format(path, vopts.fps)
     total = count_selected(path, vopts, source_rate)  # from the packets' timestamps: no decoding
