@@ -42,6 +42,22 @@ def test_streamed_labels_equal_full_accumulator(one_thread, size, window, overla
     assert np.array_equal(seg(rgb).labels, want)  # the Segmenter streams
 
 
+@pytest.mark.parametrize("resize", [False, True])
+def test_window_pixels_equal_the_whole_image_cropped(resize):
+    import torch
+
+    from mask2former import tta
+    from mask2former.window_stream import window_pixels
+
+    seg = demo_segmenter(resize, (64, 64), 1 / 3, 1)
+    rgb = street(97, 133, 3)
+    size = seg.processed_size(97, 133)
+    whole = tta.image_tensor(seg, rgb, size)
+    small = tta.resized_rgb(seg, rgb, size)
+    for y0, y1, x0, x1 in tta.tiles(size, (64, 64), 1 / 3):
+        assert torch.equal(window_pixels(seg, small, (y0, y1, x0, x1)), whole[:, y0:y1, x0:x1])
+
+
 def test_band_rows_bound_the_band():
     """The band never holds more rows than band_rows says (the memory estimate's figure),
     which is about a window, not the image."""
