@@ -80,13 +80,18 @@ def scaled_size(seg: "Segmenter", height: int, width: int, scale: float = 1.0,
     return resized_size(height, width, size, int(p.size_divisor or 0))
 
 
-def image_tensor(seg: "Segmenter", rgb: np.ndarray, size: Size) -> Tensor:
-    """(3, h, w) normalised pixels of an HxWx3 uint8 image resized to ``size``, with the
-    resampling filter the segmenter's own preprocessing uses."""
+def resized_rgb(seg: "Segmenter", rgb: np.ndarray, size: Size) -> np.ndarray:
+    """An HxWx3 uint8 image resized to ``size`` with the resampling filter the segmenter's
+    own preprocessing uses."""
     if tuple(size) != rgb.shape[:2]:
         resample = seg.processor.resample if seg.resize == "config" else Image.Resampling.BILINEAR
         rgb = np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.Resampling(resample)))
-    return seg.processor([rgb], do_resize=False)["pixel_values"][0]
+    return rgb
+
+
+def image_tensor(seg: "Segmenter", rgb: np.ndarray, size: Size) -> Tensor:
+    """(3, h, w) normalised pixels of an HxWx3 uint8 image resized to ``size``."""
+    return seg.processor([resized_rgb(seg, rgb, size)], do_resize=False)["pixel_values"][0]
 
 
 def _forward(seg: "Segmenter", batch: Tensor) -> tuple[Tensor, Tensor, Size, Size]:
@@ -220,12 +225,17 @@ def _window_average(seg: "Segmenter", rgb: np.ndarray, window: Sequence[int], ov
 def sliding_window_labels(seg: "Segmenter", rgb: np.ndarray, window: Sequence[int],
                           overlap: float = DEFAULT_WINDOW_OVERLAP, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
     """``labels_from_scores(sliding_window_scores(...))`` without holding the (C, H, W) scores
-    at the image's size: a block of classes is resized at a time (bilinear resizing treats
-    channels independently, so the values are the same) and folded into a running argmax
-    (ties to the lower class). Memory: the (C, h, w) map at the network's input size plus
-    one block at the image's size."""
-    height, width = rgb.shape[:2]
-    avg = _window_average(seg, rgb, window, overlap)
+    at the image's size. Memory: the (C, h, w) map at the network's input size plus one
+    block of classes at the image's size (:mod:`mask2former.window_stream` streams the
+    (C, h, w) map too; this is its reference)."""
+    return labels_from_average(_window_average(seg, rgb, window, overlap), rgb.shape[:2], max_bytes)
+
+
+def labels_from_average(avg: Tensor, size: Size, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """(H, W) class map of (C, h, w) scores resized to ``size``: a block of classes is resized
+    at a time (bilinear resizing treats channels independently, so the values are the same)
+    and folded into a running argmax (ties to the lower class)."""
+    height, width = size
     step = max(1, max_bytes // (4 * height * width))
     best: Optional[Tensor] = None
     labels: Optional[Tensor] = None
@@ -279,9 +289,11 @@ def predict_scores(seg: "Segmenter", rgb: np.ndarray) -> Tensor:
 
 def predict_labels(seg: "Segmenter", rgb: np.ndarray) -> np.ndarray:
     """(H, W) class map with the segmenter's TTA / sliding-window settings; sliding windows
-    alone never hold the full-size (C, H, W) scores."""
+    alone are streamed (memory bounded by a band of windows, see window_stream)."""
     if seg.sliding_window is not None and not seg.tta:
-        return sliding_window_labels(seg, rgb, seg.sliding_window, seg.window_overlap)
+        from .window_stream import streamed_window_labels
+
+        return streamed_window_labels(seg, rgb, seg.sliding_window, seg.window_overlap)
     return labels_from_scores(predict_scores(seg, rgb))
 
 

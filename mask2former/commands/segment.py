@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 from .. import tta
 from ..inference.inputs import InputItem, InputStream, is_video
+from ..inference.video_chunks import DEFAULT_CHUNK_FRAMES
 from ..inference.writer import DEFAULT_SHOW_THRESHOLD
 
 DEFAULT_NUM_WORKERS = 2
@@ -72,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
     v.add_argument("--video-fps", type=float, default=None, metavar="FPS",
                    help="treat every folder given as the numbered frames of one video at FPS frames/s "
                         "(default: a folder is a set of images)")
+    v.add_argument("--video-chunk", type=int, default=DEFAULT_CHUNK_FRAMES, metavar="N",
+                   help="frames per resumable chunk: an interrupted video is resumed from its last complete "
+                        "chunk (default: %(default)s)")
     tta.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -98,6 +102,8 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError("--tta-scales and --tta-no-flip apply to --tta, which is not given")
     if args.frame_stride < 1:
         raise ValueError(f"--frame-stride must be at least 1; got {args.frame_stride}")
+    if args.video_chunk < 1:
+        raise ValueError(f"--video-chunk must be at least 1 frame; got {args.video_chunk}")
     if args.video_fps is not None and not args.video_fps > 0:
         raise ValueError(f"--video-fps must be a positive frame rate; got {args.video_fps}")
     if args.start < 0 or (args.end is not None and args.end <= args.start):

@@ -9,9 +9,10 @@ The estimate is deliberately rough (an upper bound of the big tensors, not a mea
   and the queries' mask logits (``num_queries`` channels);
 * the results at the image's size (H, W): the RGB image, the int64 label map, the overlay,
   and post-processing's class maps (at most ``4 * DEFAULT_MAX_BYTES``, see segmenter);
-* sliding windows run the forward on one window (``batch_size`` of them) and keep (C, h, w)
-  float32 score sums at the network's input size; at the image's size only a block of
-  classes within ``DEFAULT_MAX_BYTES`` (see ``tta.sliding_window_labels``).
+* sliding windows run the forward on one window (``batch_size`` of them) and keep float32
+  score sums of a band of rows only (``window_stream``: C x band rows x w, held about twice
+  while the band grows); when the network input is resized, the (C, h, w) average at the
+  input size and one block of classes at the image's size besides.
 """
 from __future__ import annotations
 
@@ -34,17 +35,37 @@ def _forward_bytes(seg: Segmenter, h: int, w: int, batch: int) -> int:
 def estimate_bytes(seg: Segmenter, height: int, width: int) -> int:
     """Rough peak memory of segmenting one (height, width) image with ``seg``'s settings."""
     h, w = seg.processed_size(height, width)
-    results = height * width * (3 + 8 + 3 + 8) + 4 * DEFAULT_MAX_BYTES
-    if seg.sliding_window is not None:
-        wh, ww = min(h, seg.sliding_window[0]), min(w, seg.sliding_window[1])
-        classes = len(seg.info.id2label)
-        # (C, h, w) tile sums and counts; at the image's size one block of classes at a time
-        return _forward_bytes(seg, wh, ww, seg.batch_size) + 8 * classes * h * w + results
-    if seg.tta:
+    images = image_bytes(height, width)
+    results = images + 4 * DEFAULT_MAX_BYTES
+    window = seg.sliding_window
+    if seg.tta:  # (C, H, W) score sums of the views at the image's size
         scale = max(seg.tta_scales)
         h, w = int(h * scale), int(w * scale)
+        if window is not None:
+            h, w = min(h, window[0]), min(w, window[1])
         return _forward_bytes(seg, h, w, 1) + 8 * len(seg.info.id2label) * height * width + results
+    if window is not None:  # streamed: no full-size class maps
+        return _forward_bytes(seg, min(h, window[0]), min(w, window[1]), seg.batch_size) \
+            + sliding_window_bytes(seg, height, width) + images
     return _forward_bytes(seg, h, w, seg.batch_size) + results
+
+
+def image_bytes(height: int, width: int) -> int:
+    """The image's own maps whatever the windows: RGB, labels, overlay, what the labels give."""
+    return height * width * (3 + 8 + 3 + 8)
+
+
+def sliding_window_bytes(seg: Segmenter, height: int, width: int) -> int:
+    """Score memory of streamed sliding windows (see ``mask2former.window_stream``)."""
+    from ..window_stream import band_rows
+
+    h, w = seg.processed_size(height, width)
+    classes = len(seg.info.id2label)
+    band = 2 * (classes + 1) * 4 * band_rows((h, w), seg.sliding_window, seg.window_overlap, seg.batch_size) * w
+    if (h, w) == (height, width):
+        return band
+    # resized: the (C, h, w) average, the resized 8-bit input, a block of classes at the image's size
+    return band + 4 * classes * h * w + 3 * h * w + min(4 * classes * height * width, DEFAULT_MAX_BYTES)
 
 
 def available_bytes(device: torch.device) -> Optional[int]:
@@ -89,7 +110,11 @@ class MemoryCheck:
         if have is None or need <= have:
             return
         h, w = self.seg.processed_size(height, width)
-        hint = ("use a smaller --sliding-window or --batch-size" if self.seg.sliding_window is not None
-                else "use --sliding-window H W (semantic task) or --resize original")
+        if self.seg.sliding_window is None:
+            hint = "use --sliding-window H W (semantic task) or --resize original"
+        elif image_bytes(height, width) > have:  # no window size helps then
+            hint = "the image and its label map alone do not fit; use --resize original"
+        else:
+            hint = "use a smaller --sliding-window or --batch-size"
         raise ValueError(f"{path}: too large for the memory available ({width}x{height} image, network input "
                          f"{w}x{h}: needs about {need / 2**30:.1f} GiB, {have / 2**30:.1f} GiB available); {hint}")

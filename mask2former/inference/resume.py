@@ -28,11 +28,10 @@ def reset(out: str) -> None:
 
 
 def remove_stale_temporaries(out: str) -> int:
-    """Delete ``.tmp-*`` files a killed run left behind (none is being written: call before
-    any process starts writing)."""
+    """Delete ``.tmp-*`` files a killed run left behind, video chunks in the journal folder
+    included (none is being written: call before any process starts writing)."""
     removed = 0
     for root, dirs, files in os.walk(out):
-        dirs[:] = [d for d in dirs if d != JOURNAL_DIR]
         for f in files:
             if f.startswith(".tmp-"):
                 try:

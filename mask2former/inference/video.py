@@ -8,11 +8,12 @@ has it, else MPEG-4 Part 2, said on stderr; no B-frames; the source's size, and 
 rate divided by ``--frame-stride``), ``clip_frames.csv`` (frame, time_s, pixels per class)
 and ``clip/frame_NNNNNN_labels.png``. Frame numbers count decoded frames from 0.
 
-Under torchrun the selected frames are split into one contiguous range per process; each
-encodes its range to ``OUT/.mask2former/clip.partR.mp4`` (+ CSV rows), and rank 0 joins the
-parts by copying their packets (no re-encoding). Frames, label PNGs and the CSV are those of
-a single process; the H.264 stream differs only in having a keyframe where each part starts.
-A video is redone whole when a run is interrupted (finished videos are skipped).
+Resumable: the selected frames are encoded in chunks of ``--video-chunk`` frames, each
+committed (renamed, journaled) when complete, see :mod:`.video_chunks`; a rerun redoes only
+the chunks not committed. Under torchrun every process takes a contiguous run of chunks, and
+rank 0 joins them by copying their packets (no re-encoding). Frames, label PNGs and the CSV
+are those of a single uninterrupted process; the H.264 stream differs only in having a
+keyframe where each chunk starts.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from ..io import atomic_path
 from ..segmenter import SegmentationResult, Segmenter
 from .inputs import InputItem
 from .pipeline import Pipeline
-from .resume import Journal, journal_dir
+from .resume import Journal
+from .video_chunks import DEFAULT_CHUNK_FRAMES, ChunkPlan, ChunkSet, ChunkWriter, done_chunks, plan_chunks
 from .writer import WriteOptions, class_pixels, shown
 
 
@@ -45,10 +47,16 @@ class VideoOptions:
     end: Optional[float] = None
     num_workers: int = 2
     fps: Optional[float] = None  # frame rate of folders of frames
+    chunk: int = DEFAULT_CHUNK_FRAMES  # frames per resumable chunk
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "VideoOptions":
-        return cls(args.save_frames, args.frame_stride, args.start, args.end, args.num_workers, args.video_fps)
+        return cls(args.save_frames, args.frame_stride, args.start, args.end, args.num_workers, args.video_fps,
+                   args.video_chunk)
+
+    def selection(self, path: str) -> str:
+        """What identifies a video's chunks: the file and which of its frames are segmented."""
+        return f"{os.path.abspath(path)}|{self.stride}|{self.start}|{self.end}|{self.fps}|{self.save_frames}"
 
 
 @dataclass(frozen=True)
@@ -186,71 +194,34 @@ def encoder_name() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-class _PartWriter:
-    """One process's part of a video: overlay frames and CSV rows arrive as they finish and
-    are written in frame order (a reorder buffer of at most the pipeline's in-flight frames)."""
-
-    def __init__(self, path: str, width: int, height: int, rate: Fraction, overlay: bool):
-        import av
-
-        self.path = path
-        self.csv = open(path + ".csv", "w", encoding="utf-8")
-        self.container = av.open(path + ".mp4", "w", format="mp4") if overlay else None
-        if self.container is not None:
-            codec = encoder_name()
-            self.stream = self.container.add_stream(codec, rate=rate)
-            self.stream.width, self.stream.height = width, height
-            odd = width % 2 or height % 2  # 4:2:0 needs even sizes; keep the size, not the subsampling
-            self.stream.pix_fmt = "yuv444p" if odd and codec == "libx264" else "yuv420p"
-            # No B-frames: timestamps then only grow, so parts can be joined by copying packets.
-            self.stream.options = {"bf": "0", "crf": "18"} if codec == "libx264" else {"bf": "0", "qscale": "3"}
-            self.stream.codec_context.time_base = Fraction(1) / rate
-        self._next, self._waiting, self._count = 0, {}, 0
-        self._lock = threading.Lock()
-
-    def put(self, k: int, row: Optional[str], rgb: Optional[np.ndarray]) -> None:
-        """Frame ``k`` of this part (``row`` None: it failed, its place is skipped)."""
-        import av
-
-        with self._lock:
-            self._waiting[k] = (row, rgb)
-            while self._next in self._waiting:
-                row, img = self._waiting.pop(self._next)
-                if row is not None:
-                    self.csv.write(row + "\n")
-                if img is not None and self.container is not None:
-                    frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                    frame.pts = self._count
-                    self._count += 1
-                    for packet in self.stream.encode(frame):
-                        self.container.mux(packet)
-                self._next += 1
-
-    def close(self) -> None:
-        if self.container is not None:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-            self.container.close()
-        self.csv.close()
+def _plan(path: str, out: str, vopts: VideoOptions, world: int) -> tuple[ChunkPlan, Fraction, int, int]:
+    """(chunk plan, source frame rate, width, height) of one video; the same on every process."""
+    source_rate, width, height = source_format(path, vopts.fps)
+    total = count_selected(path, vopts, source_rate)  # from the packets' timestamps: no decoding
+    return plan_chunks(out, vopts.selection(path), total, vopts.chunk, world), source_rate, width, height
 
 
 def segment_video_part(seg: Segmenter, path: str, opts: WriteOptions, vopts: VideoOptions, journal: Journal,
-                       rank: int, world: int) -> None:
-    """This process's share of one video: its frame range, encoded to its part file."""
-    import av
-
+                       rank: int, world: int) -> list[int]:
+    """This process's share of one video: its chunks that no earlier run committed, each
+    encoded to its chunk files. Returns the chunks it committed."""
     stem = video_stem(path)
-    source_rate, width, height = source_format(path, vopts.fps)
-    total = count_selected(path, vopts, source_rate) if world > 1 else None
-    lo, hi = (0, None) if total is None else (rank * total // world, (rank + 1) * total // world)
-    rate = source_rate / vopts.stride
-    part = _PartWriter(os.path.join(journal_dir(opts.out), f"{stem}.part{rank}"), width, height, rate, opts.overlay)
+    plan, source_rate, width, height = _plan(path, opts.out, vopts, world)
+    done = done_chunks(plan, opts.overlay)  # --overwrite removed them with the journals
+    todo = [c for c in plan.rank_chunks(rank, world) if c not in done]
+    if not todo:
+        return []
+    rate, codec = source_rate / vopts.stride, encoder_name() if opts.overlay else ""
+    chunks = ChunkSet(plan, todo, rank, lambda base: ChunkWriter(base, width, height, rate, opts.overlay, codec))
     if vopts.save_frames:
         os.makedirs(os.path.join(opts.out, stem), exist_ok=True)
+    lo, hi = plan.bounds(todo[0])[0], plan.bounds(todo[-1])[1]
+    wanted = set(todo)
 
     def frames() -> Iterator[FrameItem]:
-        for k, (n, t, rgb) in enumerate(_selected(path, vopts, source_rate, lo, hi)):
-            yield FrameItem(k, f"{path} frame {n}", f"{stem}/frame_{n:06d}", rgb, n, t)
+        for k, (n, t, rgb) in enumerate(_selected(path, vopts, source_rate, lo, hi), start=lo):
+            if plan.chunk_of(k) in wanted:  # committed chunks between ours are decoded, not redone
+                yield FrameItem(k, f"{path} frame {n}", f"{stem}/frame_{n:06d}", rgb, n, t)
 
     def load(item: InputItem) -> np.ndarray:
         assert isinstance(item, FrameItem)
@@ -265,39 +236,43 @@ def segment_video_part(seg: Segmenter, path: str, opts: WriteOptions, vopts: Vid
         if vopts.save_frames:
             picture.save_labels(os.path.join(opts.out, item.stem + "_labels.png"))
         row = f"{item.frame},{item.time:.6f}," + ",".join(map(str, class_pixels(picture)))
-        part.put(item.index, row, picture.overlay() if opts.overlay else None)
+        chunks.put(item.index, row, picture.overlay() if opts.overlay else None)
 
     def fail(item: InputItem, message: str) -> None:
         journal.failed(item.path, message)
-        part.put(item.index, None, None)
+        chunks.put(item.index, None, None)
 
     pipeline = Pipeline(seg, vopts.num_workers)
     try:
         pipeline.run(_prefetch(frames(), pipeline.ahead), write, fail, load=load)
-    finally:
-        part.close()
+    except BaseException:
+        chunks.abandon()
+        raise
+    chunks.finish()
+    return chunks.committed
 
 
 def join_parts(path: str, opts: WriteOptions, vopts: VideoOptions, world: int, names: list[str]) -> list[str]:
-    """Rank 0, after every process is done: the parts into the video's final files."""
+    """Rank 0, after every process is done: the chunks into the video's final files."""
     stem = video_stem(path)
-    parts = [os.path.join(journal_dir(opts.out), f"{stem}.part{r}") for r in range(world)]
+    plan = _plan(path, opts.out, vopts, world)[0]
+    bases = [plan.base(c) for c in range(plan.count)]
+    missing = [c for c, b in enumerate(bases) if not os.path.exists(b + ".csv")]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} chunk(s) of the video were not written (run the command again)")
     header = "frame,time_s," + ",".join(_csv_name(n) for n in names + ["(void)"]) + "\n"
     with atomic_path(os.path.join(opts.out, stem + "_frames.csv")) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(header)
-            for p in parts:
-                with open(p + ".csv", encoding="utf-8") as part:
+            for b in bases:
+                with open(b + ".csv", encoding="utf-8") as part:
                     shutil.copyfileobj(part, f)
     outputs = [stem + "_frames.csv"]
     if opts.overlay:
         with atomic_path(os.path.join(opts.out, stem + "_overlay.mp4")) as tmp:
-            _concat([p + ".mp4" for p in parts], tmp)
+            _concat([b + ".mp4" for b in bases], tmp)
         outputs.insert(0, stem + "_overlay.mp4")
-    for p in parts:
-        for ext in (".csv", ".mp4"):
-            if os.path.exists(p + ext):
-                os.unlink(p + ext)
+    shutil.rmtree(plan.folder, ignore_errors=True)  # the final files are in place: chunks no longer needed
     return outputs
 
 
