@@ -82,6 +82,11 @@ def timed(fn, repeats: int) -> list[float]:
     return times
 
 
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def write_results(out: str, rows: list[dict[str, Any]], table: str) -> None:
     """``out``.json (raw rows) and ``out``.md (the table), and the table on stdout."""
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

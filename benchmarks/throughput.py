@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_results  # noqa: E402
+from common import table, write_results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,11 +124,10 @@ def main() -> None:
     ref = next(r for r in rows if r["mode"] == "transformers loop")["images_per_s"]
     seq = rows[0]["images_per_s"]
     lines = [f"segment throughput, {args.images} images of 1024x2048, model {os.path.basename(args.model)}, "
-             f"{cores} cores, {args.threads} threads (one run; noisy)", "",
-             "| mode | images/s | vs sequential | vs transformers loop | CPU utilisation |", "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['mode']} | {r['images_per_s']:.2f} | {r['images_per_s'] / seq:.2f}x | "
-                     f"{r['images_per_s'] / ref:.2f}x | {100 * r['cpu_utilisation']:.0f}% |")
+             f"{cores} cores, {args.threads} threads (one run; noisy)", ""]
+    lines += table(["mode", "images/s", "vs sequential", "vs transformers loop", "CPU utilisation"],
+                   [[r["mode"], f"{r['images_per_s']:.2f}", f"{r['images_per_s'] / seq:.2f}x",
+                     f"{r['images_per_s'] / ref:.2f}x", f"{100 * r['cpu_utilisation']:.0f}%"] for r in rows])
     write_results(args.out, rows, "\n".join(lines) + "\n")
 
 

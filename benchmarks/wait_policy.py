@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import checkpoint, machine, machine_text, write_results  # noqa: E402
+from common import checkpoint, machine, machine_text, table, write_results  # noqa: E402
 from end_to_end import make_images  # noqa: E402
 
 POLICIES: dict[str, dict[str, str]] = {
@@ -107,11 +107,10 @@ def main() -> None:
         r["median_vs_passive"] = r["median_s"] / base["median_s"]
         r["machine"] = info
     lines = [f"{a.arch} {a.size}, image file -> label map, Segmenter, 1 image; {machine_text(info)}. "
-             "Ratio = median time / PASSIVE's median in the same condition (< 1: faster than PASSIVE).", "",
-             "| condition | precision | policy | best s | median s | median vs PASSIVE |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['condition']} | {r['precision']} | {r['policy']} | {r['best_s']:.2f} | "
-                     f"{r['median_s']:.2f} | {r['median_vs_passive']:.2f} |")
+             "Ratio = median time / PASSIVE's median in the same condition (< 1: faster than PASSIVE).", ""]
+    lines += table(["condition", "precision", "policy", "best s", "median s", "median vs PASSIVE"],
+                   [[r["condition"], r["precision"], r["policy"], f"{r['best_s']:.2f}", f"{r['median_s']:.2f}",
+                     f"{r['median_vs_passive']:.2f}"] for r in rows])
     write_results(a.out, rows, "\n".join(lines) + "\n")
 
 
