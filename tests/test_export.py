@@ -294,6 +294,19 @@ def test_backend_errors(demo_onnx, tmp_path):
             Mask2FormerForUniversalSegmentation.from_pretrained(DEMO), {torch.nn.Linear}, dtype=torch.qint8))
 
 
+def test_onnxruntime_provider_choice():
+    """GPU providers first where installed and the device allows them, the CPU provider always."""
+    from mask2former.runtime.ort_backend import providers_for
+
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers_for(None, gpu) == gpu
+    assert providers_for("cuda:1", gpu) == gpu
+    assert providers_for("cpu", gpu) == ["CPUExecutionProvider"]
+    assert providers_for(None, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CUDAExecutionProvider",
+                                                                                      "CPUExecutionProvider"]
+    assert providers_for(None, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
 # -- the published architectures (random weights) and an original .pkl ------------------
 
 
