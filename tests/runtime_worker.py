@@ -40,11 +40,14 @@ def graph_runner(path: str, runtime: str):
         return lambda feeds: dict(zip(names, session.run(None, feeds)))
     import openvino as ov
 
+    import onnx
+
+    names = [o.name for o in onnx.load(path, load_external_data=False).graph.output]
     compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
     def run(feeds):
-        result = compiled(feeds)
-        return {next(iter(o.get_names())): np.asarray(result[o]) for o in compiled.outputs}
+        result = compiled(feeds)  # an output may have several names: ours is the one the file declares
+        return {name: np.asarray(result[compiled.output(name)]) for name in names}
     return run
 
 

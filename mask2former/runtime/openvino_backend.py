@@ -42,5 +42,5 @@ class OpenVINOBackend(OnnxBackend):
 
     def _run(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         result = self.compiled({"pixel_values": pixel_values})
-        by_name = {next(iter(o.get_names())): result[o] for o in self.compiled.outputs}
-        return by_name["class_queries_logits"], by_name["masks_queries_logits"]
+        # An output can carry several tensor names (ours plus the graph's own), in set order.
+        return tuple(result[self.compiled.output(name)] for name in ("class_queries_logits", "masks_queries_logits"))
