@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from .safetensors_reader import concat_rows
