@@ -27,10 +27,19 @@ def rows_from(paths: list[str]) -> list[dict[str, Any]]:
             for r in json.load(f):
                 key = (r["arch"], tuple(r["size"]), r["batch"])
                 if "ours" not in r and key in rows:  # a --memory-only run: its memory figures replace
-                    rows[key] = {**rows[key], **{k: v for k, v in r.items() if k != "machine"}}
+                    rows[key] = {**rows[key], **{k: v for k, v in r.items() if k != "machine"},
+                                 "memory_machine": r.get("machine")}
                 else:
                     rows[key] = r  # a later file replaces an earlier one
     return [rows[k] for k in sorted(rows, key=lambda k: (k[0] != "swin-t", k[1][0] * k[1][1], k[2]))]
+
+
+def where(row: dict[str, Any]) -> str:
+    """The machine of the row; both when its memory figures come from another run's machine."""
+    text = machine_text(row.get("machine"))
+    if "memory_machine" in row and row["memory_machine"] != row.get("machine"):
+        text = f"time: {text}; memory: {machine_text(row['memory_machine'])}"
+    return text
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -54,7 +63,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         labels = r.get("labels_equal_fraction_vs_transformers")
         labels = "-" if labels is None else f"{100 * labels:.3f}%"
         lines.append(f"| {name} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {time} | {memory} | {process} "
-                     f"| {labels} | {machine_text(r.get('machine'))} |")
+                     f"| {labels} | {where(r)} |")
     return "\n".join(lines) + "\n"
 
 
