@@ -22,7 +22,7 @@ network returns). Peak memory, in fresh processes, two ways:
   the parent reads the child's lifetime peak RSS (``wait4``'s ru_maxrss). ``--memory-repeats``
   runs per implementation, interleaved. "ours, lean allocator" is the same job with glibc's
   mmap threshold fixed at 2 MB and MKL's buffer cache off (environment variables, see
-  docs/performance.md): less heap fragmentation, at some speed;
+  docs/performance.md): less heap fragmentation, at a large cost in speed;
 * above the loaded model: the kernel's peak-RSS count is reset after loading, then one call
   runs; reported is that peak minus the resident size after loading and touching every
   weight (so neither the loader's transient peak nor weights paged in lazily from a
