@@ -73,6 +73,21 @@ def run_isolated(script: str, args: dict[str, Any]) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_isolated_peak(script: str, args: dict[str, Any], env: dict[str, str] | None = None) -> float:
+    """Run ``script`` with JSON args in a new interpreter and return the child's lifetime peak
+    resident size in MB, as the kernel reports it to the parent (``wait4``'s ru_maxrss: what
+    ``/usr/bin/time -v`` shows and what a container limit must allow)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, script, json.dumps(args)], stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(err.read().decode(errors="replace")[-3000:])
+    return usage.ru_maxrss / 1024
+
+
 def timed(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):

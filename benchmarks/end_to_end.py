@@ -15,11 +15,22 @@ Both processors keep the image size (no resize; sizes are multiples of 32), so b
 see the same pixels. Timing runs both in one process, alternating, ``--repeats`` times; the
 ratio uses each side's fastest call (the machine may be shared). Per-stage times come from
 forward hooks (preprocessing = until the backbone starts; post-processing = after the
-network returns). Peak memory is measured in a fresh process per implementation: the
-kernel's peak-RSS count is reset after loading, then one call runs; reported is that peak
-minus the resident size after loading and touching every weight (so neither the loader's
-transient peak nor weights paged in lazily from a memory-mapped file count as inference). The backbone's FLOPs are counted with
-FlopCounterMode and set against a large fp32 matmul measured in the same run.
+network returns). Peak memory, in fresh processes, two ways:
+
+* whole process (the figure that matters: what ``/usr/bin/time -v`` or a container limit
+  sees): a new interpreter loads the model from the folder and segments the images once;
+  the parent reads the child's lifetime peak RSS (``wait4``'s ru_maxrss). ``--memory-repeats``
+  runs per implementation, interleaved. "ours, lean allocator" is the same job with glibc's
+  mmap threshold fixed at 2 MB and MKL's buffer cache off (environment variables, see
+  docs/performance.md): less heap fragmentation, at a large cost in speed;
+* above the loaded model: the kernel's peak-RSS count is reset after loading, then one call
+  runs; reported is that peak minus the resident size after loading and touching every
+  weight (so neither the loader's transient peak nor weights paged in lazily from a
+  memory-mapped file count as inference).
+
+The backbone's FLOPs are counted with FlopCounterMode and set against a large fp32 matmul
+measured in the same run. ``--memory-only`` skips the timing (memory does not depend on the
+machine's load; times do).
 
 Writes benchmarks/results/end_to_end.json and .md (or --out). To measure an older checkout
 of this package against the same transformers run (before/after), put it first on the path:
@@ -37,7 +48,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import checkpoint, machine, peak_mb, rss_mb, run_isolated, write_results  # noqa: E402
+from common import checkpoint, machine, peak_mb, rss_mb, run_isolated, run_isolated_peak, write_results  # noqa: E402
 
 STAGES = ("preprocess", "backbone", "pixel_decoder", "transformer_decoder", "postprocess")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -198,6 +209,36 @@ def vm_hwm_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+LEAN_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": str(2 * 2**20), "MKL_DISABLE_FAST_MM": "1"}
+
+
+def process_job(args: dict[str, Any]) -> dict[str, Any]:
+    """The whole job in this fresh process: load from the folder, segment once. The parent
+    measures the peak (see :func:`whole_process_peaks`)."""
+    import torch
+
+    if args.get("threads"):
+        torch.set_num_threads(args["threads"])
+    run, _, _ = build(args["impl"], args["folder"])
+    run(args["paths"])
+    return {}
+
+
+def whole_process_peaks(job: dict[str, Any], repeats: int) -> dict[str, Any]:
+    """Lifetime peak RSS (MB) of fresh processes doing the whole job, per implementation."""
+    configs = [("transformers", "transformers", None), ("ours", "ours", None),
+               ("ours_lean_allocator", "ours", LEAN_ALLOCATOR)]
+    peaks: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+    for _ in range(repeats):  # interleaved
+        for name, impl, env in configs:
+            peaks[name].append(run_isolated_peak(__file__, dict(job, mode="process", impl=impl), env))
+    out: dict[str, Any] = {name: {"peak_mb": max(v), "all_peak_mb": v} for name, v in peaks.items()}
+    out["ratio"] = out["ours"]["peak_mb"] / out["transformers"]["peak_mb"]
+    out["lean_ratio"] = out["ours_lean_allocator"]["peak_mb"] / out["transformers"]["peak_mb"]
+    out["lean_allocator_env"] = LEAN_ALLOCATOR
+    return out
+
+
 def memory_one(args: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process: peak resident memory of the first call, above the loaded model."""
     import torch
@@ -215,15 +256,33 @@ def memory_one(args: dict[str, Any]) -> dict[str, Any]:
     else:  # the lifetime peak, loading included: an upper bound
         run(args["paths"])
         peak, how = peak_mb(), "ru_maxrss (includes loading)"
-    # The whole process's lifetime peak (loading included): what /usr/bin/time -v or a
-    # container's memory limit sees.
-    return {"peak_above_loaded_mb": peak - base, "peak_mb": peak, "loaded_mb": base, "method": how,
-            "process_peak_mb": peak_mb()}
+    # (The lifetime peak of this process is not reported: the reset above erased it. See
+    # whole_process_peaks.)
+    return {"peak_above_loaded_mb": peak - base, "peak_mb": peak, "loaded_mb": base, "method": how}
+
+
+def memory_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["Whole-process peak RSS (load from the folder + segment, fresh process, max of "
+             "the repeats; MB):", "",
+             "| arch | size | batch | ours | transformers | **ours / transformers** | ours, lean allocator | lean / transformers |"
+             " above loaded: ours | transformers | ratio |", "|" + "---|" * 11]
+    for r in rows:
+        p, mem = r["process"], r.get("memory") or {}
+        above = (f"{mem['ours']['peak_above_loaded_mb']:.0f} | {mem['transformers']['peak_above_loaded_mb']:.0f} | "
+                 f"{r['memory_ratio']:.2f} |" if mem else "- | - | - |")
+        lines.append(f"| {r['arch']} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {p['ours']['peak_mb']:.0f} | "
+                     f"{p['transformers']['peak_mb']:.0f} | **{p['ratio']:.2f}** | {p['ours_lean_allocator']['peak_mb']:.0f} | "
+                     f"{p['lean_ratio']:.2f} | " + above)
+    return lines + [""]
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| arch | size | batch | threads | ours s | transformers s | time ratio | ours peak MB | "
-             "transformers peak MB | memory ratio |", "|" + "---|" * 10]
+    head = memory_markdown([r for r in rows if "process" in r]) if any("process" in r for r in rows) else []
+    rows = [r for r in rows if "ours" in r]
+    if not rows:
+        return "\n".join(head)
+    lines = head + ["| arch | size | batch | threads | ours s | transformers s | time ratio | ours peak MB | "
+                    "transformers peak MB | memory ratio |", "|" + "---|" * 10]
     for r in rows:
         mem = r.get("memory") or {}
         lines.append(f"| {r['arch']} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {r['threads']} | "
@@ -250,6 +309,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     p.add_argument("--no-memory", action="store_true", help="skip the isolated peak-memory runs")
+    p.add_argument("--memory-only", action="store_true", help="only the peak-memory runs (no timing)")
+    p.add_argument("--memory-repeats", type=int, default=2, help="whole-process runs per implementation")
     p.add_argument("--out", default=os.path.join(RESULTS, "end_to_end"), help="output path without extension")
     a = p.parse_args()
     images = os.path.join(tempfile.gettempdir(), "m2f-bench-images")
@@ -262,26 +323,32 @@ def main() -> None:
             for batch in a.batches:
                 paths = make_images(tuple(size), batch, images)
                 job = dict(folder=folder, paths=paths, size=size, repeats=a.repeats, threads=a.threads)
-                res = run_isolated(__file__, dict(job, mode="time"))
-                row = dict(arch=arch, size=size, batch=batch, machine=machine(), **res,
-                           time_ratio=res["ours"]["seconds"] / res["transformers"]["seconds"])
+                row = dict(arch=arch, size=size, batch=batch, machine=machine())
+                if not a.memory_only:
+                    res = run_isolated(__file__, dict(job, mode="time"))
+                    row.update(res, time_ratio=res["ours"]["seconds"] / res["transformers"]["seconds"])
+                    print(f"{arch} {size[0]}x{size[1]} b{batch} ({res['threads']} threads): time ours/transformers = "
+                          f"{row['time_ratio']:.2f} ({res['ours']['seconds']:.2f}s / {res['transformers']['seconds']:.2f}s)",
+                          flush=True)
                 if not a.no_memory:
+                    row["process"] = whole_process_peaks(job, a.memory_repeats)
                     row["memory"] = {impl: run_isolated(__file__, dict(job, mode="memory", impl=impl))
                                      for impl in ("transformers", "ours")}
                     row["memory_ratio"] = (row["memory"]["ours"]["peak_above_loaded_mb"]
                                            / max(row["memory"]["transformers"]["peak_above_loaded_mb"], 1e-9))
-                    row["process_memory_ratio"] = (row["memory"]["ours"]["process_peak_mb"]
-                                                   / max(row["memory"]["transformers"]["process_peak_mb"], 1e-9))
+                    p = row["process"]
+                    print(f"{arch} {size[0]}x{size[1]} b{batch}: whole-process peak ours / transformers = "
+                          f"{p['ratio']:.2f} ({p['ours']['peak_mb']:.0f} / {p['transformers']['peak_mb']:.0f} MB; "
+                          f"lean allocator {p['lean_ratio']:.2f}), above the loaded model {row['memory_ratio']:.2f}",
+                          flush=True)
                 rows.append(row)
-                print(f"{arch} {size[0]}x{size[1]} b{batch} ({res['threads']} threads): time ours/transformers = "
-                      f"{row['time_ratio']:.2f} ({res['ours']['seconds']:.2f}s / {res['transformers']['seconds']:.2f}s)"
-                      + (f", peak memory ratio = {row['memory_ratio']:.2f}" if "memory" in row else ""), flush=True)
     write_results(a.out, rows, markdown(rows))
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 2 and sys.argv[1].startswith("{"):
         job = json.loads(sys.argv[1])
-        print(json.dumps(time_both(job) if job["mode"] == "time" else memory_one(job)))
+        modes = {"time": time_both, "memory": memory_one, "process": process_job}
+        print(json.dumps(modes[job["mode"]](job)))
     else:
         main()

@@ -25,8 +25,21 @@ def rows_from(paths: list[str]) -> list[dict[str, Any]]:
     for path in paths:
         with open(path) as f:
             for r in json.load(f):
-                rows[(r["arch"], tuple(r["size"]), r["batch"])] = r  # a later file replaces an earlier one
+                key = (r["arch"], tuple(r["size"]), r["batch"])
+                if "ours" not in r and key in rows:  # a --memory-only run: its memory figures replace
+                    rows[key] = {**rows[key], **{k: v for k, v in r.items() if k != "machine"},
+                                 "memory_machine": r.get("machine")}
+                else:
+                    rows[key] = r  # a later file replaces an earlier one
     return [rows[k] for k in sorted(rows, key=lambda k: (k[0] != "swin-t", k[1][0] * k[1][1], k[2]))]
+
+
+def where(row: dict[str, Any]) -> str:
+    """The machine of the row; both when its memory figures come from another run's machine."""
+    text = machine_text(row.get("machine"))
+    if "memory_machine" in row and row["memory_machine"] != row.get("machine"):
+        text = f"time: {text}; memory: {machine_text(row['memory_machine'])}"
+    return text
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -40,12 +53,17 @@ def table(rows: list[dict[str, Any]]) -> str:
             ours, ref = (r["memory"][k]["peak_above_loaded_mb"] for k in ("ours", "transformers"))
             memory = f"**{r['memory_ratio']:.2f}** ({ours:.0f} MB / {ref:.0f} MB)"
         process = "not measured"
-        if r.get("process_memory_ratio") is not None:
-            ours, ref = (r["memory"][k]["process_peak_mb"] for k in ("ours", "transformers"))
-            process = f"**{r['process_memory_ratio']:.2f}** ({ours:.0f} MB / {ref:.0f} MB)"
-        lines.append(f"| {name} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | **{r['time_ratio']:.2f}** "
-                     f"({r['ours']['seconds']:.1f} s / {r['transformers']['seconds']:.1f} s) | {memory} | {process} "
-                     f"| {100 * r['labels_equal_fraction_vs_transformers']:.3f}% | {machine_text(r.get('machine'))} |")
+        if r.get("process"):  # fresh processes, the child's ru_maxrss (end_to_end.whole_process_peaks)
+            p = r["process"]
+            process = f"**{p['ratio']:.2f}** ({p['ours']['peak_mb']:.0f} MB / {p['transformers']['peak_mb']:.0f} MB)"
+        time = "-"  # a --memory-only row
+        if "ours" in r:
+            time = (f"**{r['time_ratio']:.2f}** ({r['ours']['seconds']:.1f} s / "
+                    f"{r['transformers']['seconds']:.1f} s)")
+        labels = r.get("labels_equal_fraction_vs_transformers")
+        labels = "-" if labels is None else f"{100 * labels:.3f}%"
+        lines.append(f"| {name} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {time} | {memory} | {process} "
+                     f"| {labels} | {where(r)} |")
     return "\n".join(lines) + "\n"
 
 

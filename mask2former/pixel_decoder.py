@@ -19,10 +19,13 @@ from .layers import NormConv2d
 from .position_encoding import sine_position_encoding
 
 
-# Bytes of sample temporaries the reference path may hold at once (it splits heads to stay
-# under): whole batches at 1024x2048 would otherwise hold ~0.5 GB per layer. Splitting along
-# batch x heads changes no bit: every output element is computed by the same operations.
-REFERENCE_BUDGET = 64 * 2**20
+# Bytes of sample temporaries the reference path may hold at once: whole batches at
+# 1024x2048 would otherwise hold ~0.5 GB per layer, and small steps are recycled from one step
+# to the next instead of growing the heap. It splits (image, head) pairs, then one pair's
+# queries in blocks of QUERY_BLOCK multiples. Neither changes a bit: every output element is
+# computed by the same operations, and whole blocks keep each element's SIMD lane.
+REFERENCE_BUDGET = 16 * 2**20
+QUERY_BLOCK = 256
 
 
 def deformable_attention_reference(value: Tensor, shapes: list[tuple[int, int]], locations: Tensor,
@@ -33,25 +36,40 @@ def deformable_attention_reference(value: Tensor, shapes: list[tuple[int, int]],
 
     value: (N, S, M, D) with S = sum of H_l*W_l; locations: (N, Lq, M, L, P, 2) normalised
     (x, y) in [0, 1]; weights: (N, Lq, M, L, P), softmaxed over L*P. Returns (N, Lq, M*D).
-    Materialises the samples, (N*M, D, Lq, L*P), for as many (image, head) pairs at a time as
-    ``budget`` allows: :func:`deformable_attention` is the fast, lean form.
+    Materialises the samples, (N*M, D, Lq, L*P), for as much as ``budget`` allows at a time
+    (see REFERENCE_BUDGET): :func:`deformable_attention` is the fast, lean form. Arguments
+    the caller passes as temporaries are let go as soon as they are copied.
     """
     n, _, m, d = value.shape
     _, lq, _, num_levels, p, _ = locations.shape
     grids = 2 * locations - 1
+    del locations
     maps, level_grids, start = [], [], 0
     for lvl, (h, w) in enumerate(shapes):
         maps.append(value[:, start:start + h * w].flatten(2).transpose(1, 2).reshape(n * m, d, h, w))
         level_grids.append(grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1))
         start += h * w
+    element_size = value.element_size()
+    del value, grids
     weights = weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * p)
-    # The stacked samples and their weighted copy, per (image, head) pair.
-    step = max(1, budget // (2 * d * lq * num_levels * p * value.element_size()))
+    # Per query of one pair: the samples, their stack and the weighted copy. grid_sample runs
+    # its pairs in parallel, so a step has at least one pair per thread, and a block of
+    # queries as the budget then allows.
+    per_query = 3 * d * num_levels * p * element_size
+    step = min(n * m, max(budget // (per_query * lq), torch.get_num_threads(), 1))
+    block = lq if step * per_query * lq <= budget else \
+        max(QUERY_BLOCK, budget // (step * per_query) // QUERY_BLOCK * QUERY_BLOCK)
     parts = []
     for s in range(0, n * m, step):
-        sampled = [F.grid_sample(v[s:s + step], g[s:s + step], mode="bilinear", padding_mode="zeros",
-                                 align_corners=False) for v, g in zip(maps, level_grids)]
-        parts.append((torch.stack(sampled, dim=-2).flatten(-2) * weights[s:s + step]).sum(-1))
+        blocks = []
+        for q0 in range(0, lq, block):
+            # Contiguous, as whole grids are: the sampler then walks the points the same way.
+            grids_block = [g[s:s + step, q0:q0 + block].contiguous() for g in level_grids]
+            sampled = [F.grid_sample(v[s:s + step], g, mode="bilinear", padding_mode="zeros", align_corners=False)
+                       for v, g in zip(maps, grids_block)]
+            blocks.append((torch.stack(sampled, dim=-2).flatten(-2) * weights[s:s + step, :, q0:q0 + block]).sum(-1))
+            del sampled, grids_block
+        parts.append(blocks[0] if len(blocks) == 1 else torch.cat(blocks, -1))
     out = (parts[0] if len(parts) == 1 else torch.cat(parts)).view(n, m * d, lq)
     return out.transpose(1, 2).contiguous()
 
@@ -210,12 +228,13 @@ class MSDeformAttn(nn.Module):
         n, lq, c = query.shape
         m, lv, p = self.num_heads, self.num_levels, self.num_points
         if not self.fast:
-            v = self.value_proj(value).view(n, value.shape[1], m, c // m)
-            offsets = self.sampling_offsets(query).view(n, lq, m, lv, p, 2)
-            weights = F.softmax(self.attention_weights(query).view(n, lq, m, lv * p), -1).view(n, lq, m, lv, p)
+            # Passed as temporaries, so the reference lets each go once copied (memory peak).
             normaliser = torch.tensor([[w, h] for h, w in shapes], dtype=torch.long, device=query.device)
-            locations = reference[:, :, None, :, None, :] + offsets / normaliser[None, None, None, :, None, :]
-            return self.output_proj(deformable_attention_reference(v, shapes, locations, weights))
+            return self.output_proj(deformable_attention_reference(
+                self.value_proj(value).view(n, value.shape[1], m, c // m), shapes,
+                reference[:, :, None, :, None, :]
+                + self.sampling_offsets(query).view(n, lq, m, lv, p, 2) / normaliser[None, None, None, :, None, :],
+                F.softmax(self.attention_weights(query).view(n, lq, m, lv * p), -1).view(n, lq, m, lv, p)))
         k = lv * p
         f = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype  # sampling precision
         table = padded_value_table(self.value_proj(value), shapes).to(f).view(n, -1, c // m)

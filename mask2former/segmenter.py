@@ -331,13 +331,14 @@ class Segmenter:
         pixel_mask = torch.zeros((len(images), ph, pw), dtype=torch.long)
         pixel_mask[:, :h, :w] = 1
         x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h)).to(self.device)
-        outputs = self.model(pixel_values=x, pixel_mask=pixel_mask.to(self.device))
+        outputs = _prediction_only(self.model(pixel_values=x, pixel_mask=pixel_mask.to(self.device)))
+        del x, pixel_mask  # post-processing's full-size maps come next: nothing else stays alive
         sizes = [rgb.shape[:2] for rgb in images]
         p = self.processor
         if self.task == "semantic":
             maps = p.post_process_semantic_segmentation(outputs, target_sizes=sizes,
                                                         resize_before_inference=self.semantic_resize_first,
-                                                        max_bytes=_semantic_budget(len(self.info.id2label), x, sizes))
+                                                        max_bytes=_semantic_budget(len(self.info.id2label), (ph, pw), sizes))
             return [{"labels": m.cpu().numpy().astype(np.int64)} for m in maps]
         if self.task == "panoptic":
             res = p.post_process_panoptic_segmentation(outputs, threshold=self.threshold,
@@ -351,12 +352,20 @@ class Segmenter:
         return [_instance_fields(r) for r in res]
 
 
-def _semantic_budget(num_classes: int, x: torch.Tensor, sizes: list) -> int:
+def _prediction_only(outputs: Any) -> dict[str, Any]:
+    """What post-processing reads of the network's outputs; the rest (the (B, 256, H/4, W/4)
+    mask features, the encoder's last map) is let go before the full-size maps are made."""
+    from .postprocess import _field
+
+    return {k: _field(outputs, k) for k in ("class_queries_logits", "masks_queries_logits", "pixel_mask")}
+
+
+def _semantic_budget(num_classes: int, padded_size: tuple[int, int], sizes: list) -> int:
     """Post-processing memory budget that holds every class map at once (up to 4x the default),
     so that the per-query upsampling runs once rather than once per block of classes."""
     from .postprocess import DEFAULT_MAX_BYTES
 
-    padded = x.shape[-2] * x.shape[-1]
+    padded = padded_size[0] * padded_size[1]
     need = max(4 * num_classes * (padded + h * w) for h, w in sizes)
     return int(min(max(need, DEFAULT_MAX_BYTES), 4 * DEFAULT_MAX_BYTES))
 

@@ -26,7 +26,8 @@ def head_masks(mask_logits: Tensor, size: tuple[int, int], heads: int) -> Tensor
     drawn at the next level's size, sigmoid < 0.5). A query whose mask covers nothing may see
     everything instead, since it would otherwise attend to nothing."""
     small = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
-    blocked = (small.sigmoid().flatten(2).unsqueeze(1).repeat(1, heads, 1, 1).flatten(0, 1) < 0.5).detach()
+    # Compared before the per-head copies: the same booleans, an eighth of the float temporaries.
+    blocked = (small.sigmoid() < 0.5).flatten(2).unsqueeze(1).repeat(1, heads, 1, 1).flatten(0, 1).detach()
     blocked[torch.where(blocked.sum(-1) == blocked.shape[-1])] = False
     return blocked
 

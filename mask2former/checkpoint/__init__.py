@@ -71,7 +71,7 @@ def load_model(name_or_path: Optional[str | os.PathLike], strict: Optional[bool]
         config_path = resolve_file(source, "config.json", **hub_kwargs)
         file_config = read_config(config_path)
         state = dict(given_state) if given_state is not None else \
-            hf_state_to_ours(read_hf_state_dict(source, **hub_kwargs), source, strict=strict)
+            hf_state_to_ours(read_hf_state_dict(source, lazy=True, **hub_kwargs), source, strict=strict)
         resolved = os.path.dirname(config_path)
     if config is None:
         config = file_config

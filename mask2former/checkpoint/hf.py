@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ..io import atomic_path
 from .hf_names import hf_to_ours, ours_to_hf
 from .hub import CheckpointNotFoundError, resolve_file
+from .safetensors_reader import LazyTensor
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -20,12 +21,14 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint's tensors do not fit the network; the message lists every offender."""
 
 
-def _read_file(path: str) -> dict[str, Tensor]:
+def _read_file(path: str, lazy: bool = False) -> dict[str, Any]:
     try:
         if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
+            # Not safetensors' load_file: its tensors map the file, and copying them into a
+            # model holds the weights twice at the peak (see safetensors_reader).
+            from .safetensors_reader import read_header, read_safetensors
 
-            return load_file(path)
+            return read_header(path) if lazy else read_safetensors(path)
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # safetensors' and pickle's errors alike: name the file, no traceback
         size = os.path.getsize(path) if os.path.isfile(path) else 0
@@ -35,19 +38,21 @@ def _read_file(path: str) -> dict[str, Tensor]:
         ) from None
 
 
-def read_hf_state_dict(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> dict[str, Tensor]:
-    """All tensors of a Hugging Face checkpoint, under their Hugging Face names."""
+def read_hf_state_dict(name_or_path: str | os.PathLike, lazy: bool = False, **hub_kwargs: Any) -> dict[str, Any]:
+    """All tensors of a Hugging Face checkpoint, under their Hugging Face names. ``lazy``:
+    safetensors tensors come unread, as :class:`~.safetensors_reader.FileTensor` (for
+    :func:`load_into`, which reads them into the parameters)."""
     for filename in WEIGHT_FILES:
         path = resolve_file(name_or_path, filename, optional=True, **hub_kwargs)
         if path is None:
             continue
         if not filename.endswith(".index.json"):
-            return _read_file(path)
+            return _read_file(path, lazy)
         with open(path, encoding="utf-8") as f:
             shards = sorted(set(json.load(f)["weight_map"].values()))
-        state: dict[str, Tensor] = {}
+        state: dict[str, Any] = {}
         for shard in shards:
-            state.update(_read_file(resolve_file(name_or_path, shard, **hub_kwargs)))
+            state.update(_read_file(resolve_file(name_or_path, shard, **hub_kwargs), lazy))
         return state
     raise CheckpointNotFoundError(
         f"{name_or_path}: no weights found (looked for {', '.join(WEIGHT_FILES)}); "
@@ -63,7 +68,8 @@ def load_into(model: nn.Module, state: dict[str, Tensor], source: str, strict: b
     count) keep the model's fresh values instead. Returns transformers' loading info:
     missing_keys, unexpected_keys, mismatched_keys (name, checkpoint shape, model shape),
     error_msgs. ``optional``: name prefixes that may be missing even when strict (they keep
-    their fresh values), e.g. the class head for a base model.
+    their fresh values), e.g. the class head for a base model. Unread file tensors
+    (``read_hf_state_dict(lazy=True)``) are read straight into the parameters.
     """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -84,6 +90,14 @@ def load_into(model: nn.Module, state: dict[str, Tensor], source: str, strict: b
         raise CheckpointMismatchError(f"{source}: checkpoint does not fit the model: " + " | ".join(problems))
     skip = {k for k, _, _ in mismatched}
     usable = {k: v for k, v in state.items() if k in expected and k not in skip}
+    lazy = {k: v for k, v in usable.items() if isinstance(v, LazyTensor)}
+    if lazy and any(p.is_meta for p in expected.values()):  # nowhere to read into: materialise
+        usable = {k: (v.load() if k in lazy else v) for k, v in usable.items()}
+        lazy = {}
+    with torch.no_grad():
+        for k, v in lazy.items():  # state_dict()'s tensors share the parameters' storage
+            v.read_into(expected[k])
+    usable = {k: v for k, v in usable.items() if k not in lazy}
     if any(p.is_meta for p in expected.values()):
         model.load_state_dict(usable, strict=False, assign=True)
     else:

@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
 from torch import Tensor
+
+from .safetensors_reader import concat_rows
 
 _P = "weight|bias|running_mean|running_var"
 _PIX = "model.pixel_level_module."
@@ -164,7 +165,7 @@ def hf_to_ours(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
                 parts.setdefault(target, {})[values["f"]] = tensor
                 if len(parts[target]) == 3:
                     got = parts.pop(target)
-                    out[target] = torch.cat([got[f] for f in fuse], 0)
+                    out[target] = concat_rows([got[f] for f in fuse])  # stays lazy for file tensors
             else:
                 out[target] = tensor
             break
