@@ -87,6 +87,9 @@ def demo_onnx(tmp_path_factory):
     r = cli("export", DEMO, "--output", path)
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # as any file the user writes, not private
     return path
 
 

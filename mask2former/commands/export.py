@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from ..io import atomic_path
+
 
 def add_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (standard ops, dynamic sizes, metadata inside)")
@@ -38,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model)
     program = export_model(model)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    tmp = output + ".partial.pt2"  # torch.export.save wants a .pt2 name
-    torch.export.save(program, tmp)
-    os.replace(tmp, output)
+    with atomic_path(output) as tmp:  # a temporary .pt2 name (torch.export.save wants one), renamed when complete
+        torch.export.save(program, tmp)
     print(f"wrote {output} (torch.export program; load with torch.export.load)", file=sys.stderr)
     return 0

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 import torch
 
+from ..io import atomic_path
 from .metadata import ExportMetadata, build_metadata
 from .semantic_head import SemanticSegmentationModule
 from .torch_export import ExportError, LogitsModule, check_exportable, example_pixels, export_program, exporting
@@ -92,17 +92,10 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module], output: Union[s
     _set_metadata(proto, meta)
     check_standard(proto)
     output = os.fspath(output)
-    folder = os.path.dirname(os.path.abspath(output))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=folder)
-    os.close(fd)
-    try:
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with atomic_path(output) as tmp:
         onnx.save_model(proto, tmp)
         onnx.checker.check_model(tmp, full_check=True)  # the written file, with shape inference
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return ExportReport(output, time.perf_counter() - start, os.path.getsize(output), opset, graph)
 
 
