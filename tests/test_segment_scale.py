@@ -149,9 +149,12 @@ def test_list_with_bad_paths(mixed, tmp_path):
     for m in manifest:
         assert all((out / o).is_file() for o in m["outputs"])
     piped = segment("--list", "-", "--out", str(tmp_path / "piped"), "--model", DEMO, "--resize", "config",
-                    stdin=f"{good[0]}\n")
-    assert piped.returncode == 0, piped.stderr
-    assert (tmp_path / "piped" / "img1_labels.png").is_file()
+                    stdin=listing.read_text())
+    assert piped.returncode == 1 and len(error_lines(piped.stderr)) == 2
+    assert "2 image(s) with complete outputs" in piped.stderr
+    # standard input is read once, yet the run-level files list every image, as with a file
+    for name in ("manifest.jsonl", "areas.csv", "errors.jsonl"):
+        assert (tmp_path / "piped" / name).read_text() == (out / name).read_text(), name
 
 
 def test_outputs_are_never_inputs(tmp_path):

@@ -13,12 +13,14 @@ one de-duplicated, deterministic stream of (input, output name) items.
 """
 from __future__ import annotations
 
+import atexit
 import glob
 import hashlib
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, TextIO
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".gif")
@@ -79,6 +81,7 @@ class InputStream:
         self.list_file = list_file
         self.out_dir = os.path.realpath(out_dir) if out_dir else None
         self.videos = videos  # whether video files are items too (else they are left to the video path)
+        self._spool: Optional[str] = None  # where standard input's list is kept (--list -)
 
     def __iter__(self) -> Iterator[InputItem]:
         return self.items(lambda line: None)
@@ -141,7 +144,7 @@ class InputStream:
     def _list(self, report: Report) -> Iterator[tuple[str, str]]:
         """One path per line (blank lines and ``#`` comments skipped), read as it is consumed."""
         if self.list_file == "-":
-            yield from self._lines(sys.stdin, report)
+            yield from self._lines(self._stdin_lines(), report)
             return
         try:
             f = open(self.list_file, encoding="utf-8", errors="surrogateescape")  # type: ignore[arg-type]
@@ -151,11 +154,33 @@ class InputStream:
         with f:
             yield from self._lines(f, report)
 
-    def _lines(self, f: TextIO, report: Report) -> Iterator[tuple[str, str]]:
+    def _stdin_lines(self) -> Iterator[str]:
+        """Standard input can be read once; its lines go to a spool file as they are read, so
+        every later pass (the run-level files) sees the same list, still never held in memory."""
+        if self._spool is None:
+            fd, self._spool = tempfile.mkstemp(prefix="mask2former-list-", suffix=".txt")
+            os.close(fd)
+            atexit.register(_remove_quietly, self._spool)
+        with open(self._spool, encoding="utf-8", errors="surrogateescape") as f:
+            yield from f
+        with open(self._spool, "a", encoding="utf-8", errors="surrogateescape") as spool:
+            for line in sys.stdin:
+                spool.write(line if line.endswith("\n") else line + "\n")
+                spool.flush()
+                yield line
+
+    def _lines(self, f: Iterable[str], report: Report) -> Iterator[tuple[str, str]]:
         for line in f:
             path = line.rstrip("\r\n").strip()
             if path and not path.startswith("#"):
                 yield from self._spec(path, report, listed=True)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _unique_stem(stem: str, path: str, seen: set[int]) -> str:
