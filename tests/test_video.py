@@ -193,3 +193,14 @@ def test_folder_of_numbered_frames_is_a_video(clip, one_process, tmp_path):
     assert rows[9].split(",")[2:] == rows[8].split(",")[2:]
     overlay, ofps, _ = decoded(out / "clip_overlay.mp4")
     assert len(overlay) == 9 and ofps == fps
+
+
+def test_video_without_pyav_is_one_line(clip, tmp_path):
+    """No traceback when PyAV is missing: one line naming the video and the install."""
+    code = ("import sys; sys.modules['av'] = None; from mask2former.cli import main; "
+            f"sys.exit(main(['segment', {str(clip)!r}, '--out', {str(tmp_path / 'o')!r}, '--model', {DEMO!r}]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
+    assert "clip.mp4" in lines[0] and "pip install" in lines[0]

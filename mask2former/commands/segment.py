@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib
 import os
 import sys
 import threading
@@ -192,6 +193,8 @@ def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     from ..inference.writer import WriteOptions, output_names, write_image
 
     videos, images = _split_videos(args)
+    if videos and not _have_pyav():  # before any model loads or file is written
+        raise ValueError(f"{videos[0]}: reading videos needs PyAV: pip install 'mask2former[video]' (or pip install av)")
     problem = None
     if rank == 0:
         try:
@@ -285,6 +288,14 @@ def _finish(args: argparse.Namespace, run_id: str, world: int, seg: Any, opts: A
         print(f"{count} image(s) with complete outputs ({max(skipped, 0)} from earlier runs), {len(errors)} "
               f"failed{log}; outputs in {args.out}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _have_pyav() -> bool:
+    try:
+        importlib.import_module("av")
+    except ImportError:
+        return False
+    return True
 
 
 def _split_videos(args: argparse.Namespace) -> tuple[list[str], list[str]]:
