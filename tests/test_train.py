@@ -90,11 +90,13 @@ def test_batch_plan_is_a_function_of_the_iteration():
 
 
 def test_resume_after_sigkill_is_bit_exact(synthetic, tmp_path):
-    straight = config(synthetic, str(tmp_path / "straight"))
+    # 12 iterations: on a busy machine the run must still be mid-way when the watcher below
+    # sees the iteration-2 checkpoint (with 6 it had sometimes reached its final export).
+    straight = config(synthetic, str(tmp_path / "straight"), iterations=12)
     # Same process settings (threads) for both runs: float reductions must happen in one order.
     done = run_cli(straight)
     assert done.wait(timeout=300) == 0, done.stderr.read()
-    killed = config(synthetic, str(tmp_path / "killed"))
+    killed = config(synthetic, str(tmp_path / "killed"), iterations=12)
     proc = run_cli(killed)
     ckpt = tmp_path / "killed" / "last_checkpoint.pth"
     deadline = time.time() + 300
