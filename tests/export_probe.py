@@ -79,7 +79,7 @@ def export_probe(model: nn.Module, path: str) -> str:
 
     layers = model.config.decoder_layers - 1
     names = ["class_queries_logits", "masks_queries_logits"] + [f"blocked_{i}" for i in range(layers)]
-    pixels = example_pixels()
+    pixels = example_pixels(model)
     with exporting(model), _quiet():
         program = export_program(ProbeModule(model), (pixels,))
         proto = torch.onnx.export(program, (pixels,), dynamo=True, opset_version=18, input_names=["pixel_values"],

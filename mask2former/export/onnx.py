@@ -75,7 +75,7 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module], output: Union[s
     graph = postprocess or "logits"
     meta = build_metadata(model, name or getattr(model, "source", ""), graph)
     start = time.perf_counter()
-    pixels = example_pixels()
+    pixels = example_pixels(model)
     if postprocess == "semantic":
         module: torch.nn.Module = SemanticSegmentationModule(model)
         args: tuple = (pixels, torch.tensor([250, 300]), torch.tensor([500, 601]))

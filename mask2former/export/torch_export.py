@@ -64,10 +64,16 @@ def _dims(batch: bool = True) -> dict[int, Any]:
     return dims
 
 
-def example_pixels(height: int = 256, width: int = 320, batch: int = 2) -> Tensor:
-    """An example input; batch 2 and sizes that pad Swin's windows keep every branch general
-    (an example of batch 1 would freeze the batch size)."""
-    return torch.randn(batch, 3, height, width)
+def example_pixels(model: Optional[nn.Module] = None, batch: int = 2) -> Tensor:
+    """An example input whose branches are the general ones: batch 2 (batch 1 would freeze the
+    batch size), sizes that pad Swin's windows, and at least two windows per axis in every
+    Swin stage. The exporter specialises a single window (its count becomes 1 in the graph),
+    so an example of one window per axis (e.g. 256x320 for Swin-L's 12x12 windows) gave a
+    graph that ran only inputs of that size class; one of several windows runs both."""
+    window = max((getattr(stage, "window", 0) for stage in getattr(getattr(model, "backbone", None), "layers", [])),
+                 default=0)
+    height = max(256, SIZE_DIVISOR * (window + 1))  # stride 32: window + 1 cells, padded to two windows
+    return torch.randn(batch, 3, height, height + 64)
 
 
 @contextlib.contextmanager
@@ -101,4 +107,4 @@ def export_model(model: nn.Module, example: Optional[Tensor] = None) -> torch.ex
     The ONNX graph built from it drops those assertions and runs any size (tested)."""
     check_exportable(model)
     with exporting(model):
-        return export_program(LogitsModule(model), (example if example is not None else example_pixels(),))
+        return export_program(LogitsModule(model), (example if example is not None else example_pixels(model),))
