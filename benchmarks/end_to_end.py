@@ -132,10 +132,11 @@ def build(impl: str, folder: str, precision: str = "fp32") -> tuple[Any, Any, An
     return run, model, clock
 
 
-def matmul_peak_gflops(n: int = 4096, repeats: int = 3) -> float:
+def matmul_peak_gflops(n: int = 4096, repeats: int = 3, dtype: Any = None) -> float:
+    """GFLOP/s of an n^3 matmul, best of ``repeats`` (float32 unless ``dtype``)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n).to(dtype or torch.float32), torch.randn(n, n).to(dtype or torch.float32)
     a @ b
     best = min(_seconds(lambda: a @ b) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9

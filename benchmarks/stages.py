@@ -21,22 +21,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import checkpoint, machine, machine_text, write_results  # noqa: E402
-from end_to_end import RESULTS, StageClock, build, make_images  # noqa: E402
+from end_to_end import RESULTS, StageClock, build, make_images, matmul_peak_gflops  # noqa: E402
 
 MODES = ("fp32", "bf16", "int8")
-
-
-def peak_gflops(dtype: Any, n: int = 4096, repeats: int = 3) -> float:
-    import torch
-
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
 
 
 def stage_modules(net: Any) -> dict[str, Any]:
@@ -87,7 +74,7 @@ def main() -> None:
     images = os.path.join(tempfile.gettempdir(), "m2f-bench-images")
     os.makedirs(images, exist_ok=True)
     paths = make_images(size, 1, images)
-    peaks = {"fp32": peak_gflops(torch.float32), "bf16": peak_gflops(torch.bfloat16)}
+    peaks = {"fp32": matmul_peak_gflops(), "bf16": matmul_peak_gflops(dtype=torch.bfloat16)}
     runs = {}
     for mode in a.modes:
         run, net, _ = build("ours", folder, precision=mode)
@@ -104,7 +91,8 @@ def main() -> None:
             times["total"] = end - start
             if mode not in best or times["total"] < best[mode]["total"]:
                 best[mode] = times
-    peaks = {k: max(v, peak_gflops(torch.float32 if k == "fp32" else torch.bfloat16)) for k, v in peaks.items()}
+    peaks = {k: max(v, matmul_peak_gflops(dtype=torch.float32 if k == "fp32" else torch.bfloat16))
+             for k, v in peaks.items()}
     flops = stage_gflop(runs[a.modes[0]][1], size)
     info = machine()
     rows = [{"arch": a.arch, "size": size, "mode": mode, "stages": best[mode], "gflop": flops, "peaks": peaks,
