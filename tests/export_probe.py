@@ -89,16 +89,22 @@ def export_probe(model: nn.Module, path: str) -> str:
     return path
 
 
-def torch_reference(model: nn.Module, x: Tensor, forced: Optional[list[Tensor]] = None) -> dict:
-    """Our model as exported (final prediction only), with its attention masks."""
-    record: list = []
+def torch_logits(model: nn.Module, x: Tensor):
+    """Our model as exported: reference deformable attention, final prediction only."""
     saved = model.transformer_decoder.auxiliary_masks
     model.transformer_decoder.auxiliary_masks = False
     try:
-        with torch.no_grad(), recorded_masks(record, forced):
-            out = model(pixel_values=x)
+        with torch.no_grad():
+            return model(pixel_values=x)
     finally:
         model.transformer_decoder.auxiliary_masks = saved
+
+
+def torch_reference(model: nn.Module, x: Tensor, forced: Optional[list[Tensor]] = None) -> dict:
+    """:func:`torch_logits` with its attention masks."""
+    record: list = []
+    with recorded_masks(record, forced):
+        out = torch_logits(model, x)
     return {"class_queries_logits": out.class_queries_logits, "masks_queries_logits": out.masks_queries_logits,
             "blocked": [b for b, _ in record], "small": [s for _, s in record]}
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from export_probe import check_case, export_probe, run_worker
+from export_probe import check_case, export_probe, run_worker, torch_logits
 from mask2former import Mask2FormerForUniversalSegmentation
 from mask2former.export import ExportError, check_standard, export_model, export_onnx, read_metadata
 from mask2former.processor import Mask2FormerImageProcessor
@@ -57,17 +57,6 @@ def inputs(seed: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
             mask[i, :h, :w] = 1
         cases.append((x, mask))
     return cases
-
-
-def torch_logits(model, x):
-    """Our model as exported: reference deformable attention, final prediction only."""
-    saved = model.transformer_decoder.auxiliary_masks
-    model.transformer_decoder.auxiliary_masks = False
-    try:
-        with torch.no_grad():
-            return model(pixel_values=x)
-    finally:
-        model.transformer_decoder.auxiliary_masks = saved
 
 
 def assert_runtime_matches(model, probe_path: str, runtime: str, tmp: str, name: str) -> None:
