@@ -73,19 +73,29 @@ def run_isolated(script: str, args: dict[str, Any]) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_isolated_peak(script: str, args: dict[str, Any], env: dict[str, str] | None = None) -> float:
-    """Run ``script`` with JSON args in a new interpreter and return the child's lifetime peak
-    resident size in MB, as the kernel reports it to the parent (``wait4``'s ru_maxrss: what
-    ``/usr/bin/time -v`` shows and what a container limit must allow)."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, script, json.dumps(args)], stdout=subprocess.DEVNULL, stderr=err,
+def run_child(script: str, args: dict[str, Any], env: dict[str, str] | None = None) -> tuple[int, str, str, float]:
+    """Run ``script`` with JSON args in a new interpreter: (exit code, stdout, stderr tail, the
+    child's lifetime peak resident size in MB). The peak is what the kernel reports to the parent
+    (``wait4``'s ru_maxrss: what ``/usr/bin/time -v`` shows and what a container limit must
+    allow). A child killed by a signal (the OOM killer) gives a negative exit code."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, script, json.dumps(args)], stdout=out, stderr=err,
                                 env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-        if proc.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(err.read().decode(errors="replace")[-3000:])
-    return usage.ru_maxrss / 1024
+        out.seek(0)
+        err.seek(0)
+        return (proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace")[-3000:],
+                usage.ru_maxrss / 1024)
+
+
+def run_isolated_peak(script: str, args: dict[str, Any], env: dict[str, str] | None = None) -> float:
+    """Run ``script`` with JSON args in a new interpreter and return the child's peak resident
+    size in MB (see :func:`run_child`)."""
+    code, _, err, peak = run_child(script, args, env)
+    if code != 0:
+        raise RuntimeError(err)
+    return peak
 
 
 def timed(fn, repeats: int) -> list[float]:
