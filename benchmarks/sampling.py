@@ -1,0 +1,120 @@
+"""The pixel decoder's deformable attention alone: the reference sampling (``grid_sample`` per
+level, what fp32 runs, bit-identical to the original) against the ``embedding_bag`` one at
+several query chunk sizes, in fp32 and under bf16 autocast, on a quiet machine and beside a
+competing process (a second copy of the same job), since a kernel that wins only when the
+machine is idle must not become a default.
+
+    python benchmarks/sampling.py                          # Swin-L 1024x2048 level shapes
+    python benchmarks/sampling.py --size 512x1024 --repeats 5
+
+One MSDeformAttn (256 channels, 8 heads, 3 levels, 4 points) with random offsets spread over
+each map, on the stride 8/16/32 levels of ``--size``; each configuration's best of
+``--repeats`` calls, interleaved, in one process per condition. Ratios are reference time /
+this time in the same condition and precision. Writes benchmarks/results/sampling.json / .md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine, machine_text, table, write_results  # noqa: E402
+
+CHUNKS = (1024, 8192, 0)  # 0: every query of the image in one step
+
+
+def child(args: dict[str, Any]) -> dict[str, float]:
+    """Times every (precision, path) in this process; loops forever as a competitor."""
+    import torch
+
+    from mask2former.pixel_decoder import MSDeformAttn, reference_points
+
+    torch.manual_seed(0)
+    h, w = args["size"]
+    shapes = [(h // s, w // s) for s in (32, 16, 8)]
+    s = sum(a * b for a, b in shapes)
+    attn = MSDeformAttn(256, 3, 8, 4).eval()
+    with torch.no_grad():  # offsets of a few pixels, differing per query, as trained ones do
+        attn.sampling_offsets.weight.normal_(0, 0.05)
+        attn.attention_weights.weight.normal_(0, 0.05)
+    query, value = torch.randn(1, s, 256), torch.randn(1, s, 256)
+    ref = reference_points(shapes, query.device, query.dtype).expand(1, -1, 3, -1)
+    configs = [(p, c) for p in ("fp32", "bf16") for c in (None, *CHUNKS)]
+
+    @torch.inference_mode()
+    def call(precision: str, chunk: int | None) -> None:
+        attn.fast = chunk is not None
+        attn.chunk = chunk or s
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            attn(query, ref, value, shapes)
+
+    best = {f"{p} {c}": float("inf") for p, c in configs}
+    for cfg in configs:
+        call(*cfg)  # warm-up
+    rounds = 0
+    while args["forever"] or rounds < args["repeats"]:
+        for p, c in configs:
+            t = time.perf_counter()
+            call(p, c)
+            best[f"{p} {c}"] = min(best[f"{p} {c}"], time.perf_counter() - t)
+        rounds += 1
+    return best
+
+
+def measure(args: dict[str, Any], loaded: bool) -> dict[str, float]:
+    cmd = [sys.executable, __file__, json.dumps(dict(args, forever=False))]
+    competitor = subprocess.Popen([sys.executable, __file__, json.dumps(dict(args, forever=True))],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if loaded else None
+    try:
+        if competitor:
+            time.sleep(20)  # past its set-up and warm-up
+        out = subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        if competitor:
+            competitor.kill()
+            competitor.wait()
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def label(chunk: str) -> str:
+    return {"None": "reference (grid_sample)", "0": "embedding_bag, all queries"}.get(
+        chunk, f"embedding_bag, {chunk} queries")
+
+
+def main() -> None:
+    if len(sys.argv) == 2 and sys.argv[1].startswith("{"):
+        print(json.dumps(child(json.loads(sys.argv[1]))))
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", default="1024x2048")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sampling"))
+    a = p.parse_args()
+    size = [int(v) for v in a.size.split("x")]
+    args = dict(size=size, repeats=a.repeats)
+    rows = []
+    for loaded in (False, True):
+        best = measure(args, loaded)
+        for key, seconds in best.items():
+            precision, chunk = key.split(" ")
+            rows.append(dict(size=a.size, condition="loaded" if loaded else "quiet", precision=precision,
+                             path=label(chunk), seconds=seconds,
+                             speedup_vs_reference=best[f"{precision} None"] / seconds, machine=machine()))
+    header = ["condition", "precision", "sampling", "s / call", "speed-up vs reference"]
+    cells = [[r["condition"], r["precision"], r["path"], f"{r['seconds']:.3f}", f"{r['speedup_vs_reference']:.2f}x"]
+             for r in rows]
+    text = (f"One deformable-attention layer on the level shapes of {a.size} (1 image), best of {a.repeats} "
+            f"calls; loaded = beside a second copy of the same job. Machine: {machine_text(machine())}.\n\n"
+            + "\n".join(table(header, cells)) + "\n")
+    write_results(a.out, rows, text)
+
+
+if __name__ == "__main__":
+    main()
