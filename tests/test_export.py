@@ -333,6 +333,15 @@ def test_published_architectures(tmp_path_factory, tmp_path, arch, runtime):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("arch", ["swin-s", "swin-b", "r101"])
+def test_other_published_architectures(tmp_path_factory, tmp_path, arch):
+    """The remaining published backbones export and run too: the same block types as Swin-T
+    (7x7 windows), Swin-L (12x12) and ResNet-50 at other depths and widths, so one runtime."""
+    model, path = exported_architecture(arch, tmp_path_factory)
+    assert_runtime_matches(model, path, "onnxruntime", str(tmp_path), arch)
+
+
+@pytest.mark.slow
 def test_original_pkl(tmp_path, tmp_path_factory):
     from test_detectron2 import _case, _save
 
