@@ -6,11 +6,15 @@ machine is idle must not become a default.
 
     python benchmarks/sampling.py                          # Swin-L 1024x2048 level shapes
     python benchmarks/sampling.py --size 512x1024 --repeats 5
+    python benchmarks/sampling.py --end-to-end swin-l --size 1024x2048   # Segmenter, image -> labels
 
 One MSDeformAttn (256 channels, 8 heads, 3 levels, 4 points) with random offsets spread over
 each map, on the stride 8/16/32 levels of ``--size``; each configuration's best of
 ``--repeats`` calls, interleaved, in one process per condition. Ratios are reference time /
-this time in the same condition and precision. Writes benchmarks/results/sampling.json / .md.
+this time in the same condition and precision. With ``--end-to-end ARCH`` the same comparison
+runs through ``Segmenter`` (image file -> label map, random-weight checkpoint), in the modes
+that may use the fast form (bf16, int8), best and median of the calls. Writes
+benchmarks/results/sampling.json / .md (or --out).
 """
 from __future__ import annotations
 
@@ -66,13 +70,46 @@ def child(args: dict[str, Any]) -> dict[str, float]:
     return best
 
 
+def child_end_to_end(args: dict[str, Any]) -> dict[str, float]:
+    """Segmenter in ``args["precision"]``, alternating the two sampling forms per call."""
+    import statistics
+
+    from common import checkpoint
+    from end_to_end import make_images
+    from mask2former import Segmenter, pixel_decoder
+    from mask2former.processor import Mask2FormerImageProcessor
+
+    image = make_images(tuple(args["size"]), 1, os.path.dirname(checkpoint(args["arch"])))
+    seg = Segmenter(checkpoint(args["arch"]), task="semantic", precision=args["precision"], resize="config",
+                    processor=Mask2FormerImageProcessor(do_resize=False))
+    chosen = pixel_decoder._autocast_inference
+    forms = {"fast": (True, chosen), "reference": (False, lambda x: False)}
+
+    def call(form: str) -> float:
+        on, rule = forms[form]
+        seg.model.pixel_decoder.fast_sampling = on and args["precision"] == "int8"
+        pixel_decoder._autocast_inference = rule
+        t = time.perf_counter()
+        seg(image)
+        return time.perf_counter() - t
+
+    for form in forms:
+        call(form)  # warm-up
+    times: dict[str, list[float]] = {form: [] for form in forms}
+    while args["forever"] or len(times["fast"]) < args["repeats"]:
+        for form in forms:
+            times[form].append(call(form))
+    return {f"{form} {stat}": fn(ts) for form, ts in times.items()
+            for stat, fn in (("best", min), ("median", statistics.median))}
+
+
 def measure(args: dict[str, Any], loaded: bool) -> dict[str, float]:
     cmd = [sys.executable, __file__, json.dumps(dict(args, forever=False))]
     competitor = subprocess.Popen([sys.executable, __file__, json.dumps(dict(args, forever=True))],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if loaded else None
     try:
         if competitor:
-            time.sleep(20)  # past its set-up and warm-up
+            time.sleep(60 if args.get("arch") == "swin-l" else 20)  # past its set-up and warm-up
         out = subprocess.run(cmd, capture_output=True, text=True)
     finally:
         if competitor:
@@ -90,14 +127,20 @@ def label(chunk: str) -> str:
 
 def main() -> None:
     if len(sys.argv) == 2 and sys.argv[1].startswith("{"):
-        print(json.dumps(child(json.loads(sys.argv[1]))))
+        job = json.loads(sys.argv[1])
+        print(json.dumps(child_end_to_end(job) if job.get("arch") else child(job)))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="1024x2048")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--end-to-end", dest="arch", choices=["swin-t", "swin-l"], default=None,
+                   help="time Segmenter on this random-weight architecture instead of one layer")
+    p.add_argument("--precisions", nargs="+", default=["bf16", "int8"], help="with --end-to-end")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sampling"))
     a = p.parse_args()
     size = [int(v) for v in a.size.split("x")]
+    if a.arch:
+        return end_to_end(a, size)
     args = dict(size=size, repeats=a.repeats)
     rows = []
     for loaded in (False, True):
@@ -115,6 +158,25 @@ def main() -> None:
             + "\n".join(table(header, cells)) + "\n")
     write_results(a.out, rows, text)
 
+
+def end_to_end(a: argparse.Namespace, size: list[int]) -> None:
+    rows = []
+    for precision in a.precisions:
+        for loaded in (False, True):
+            got = measure(dict(arch=a.arch, size=size, precision=precision, repeats=a.repeats), loaded)
+            for stat in ("best", "median"):
+                rows.append(dict(arch=a.arch, size=a.size, precision=precision, stat=stat,
+                                 condition="loaded" if loaded else "quiet", fast_s=got[f"fast {stat}"],
+                                 reference_s=got[f"reference {stat}"],
+                                 ratio=got[f"fast {stat}"] / got[f"reference {stat}"], machine=machine()))
+    header = ["precision", "condition", "statistic", "reference sampling s", "embedding_bag s", "time ratio"]
+    cells = [[r["precision"], r["condition"], r["stat"], f"{r['reference_s']:.3f}", f"{r['fast_s']:.3f}",
+              f"{r['ratio']:.2f}"] for r in rows]
+    text = (f"{a.arch} {a.size}, image file -> label map through Segmenter, the two sampling forms alternated "
+            f"({a.repeats} calls each after a warm-up); loaded = beside a second copy of the same job; time "
+            f"ratio < 1: embedding_bag faster. Machine: {machine_text(machine())}.\n\n"
+            + "\n".join(table(header, cells)) + "\n")
+    write_results(a.out, rows, text)
 
 if __name__ == "__main__":
     main()

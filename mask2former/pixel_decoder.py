@@ -171,13 +171,25 @@ def by_token_blocks(fn, x: Tensor, rows: int = 2048) -> Tensor:
     return torch.cat([fn(flat[i:i + rows]) for i in range(0, flat.shape[0], rows)]).view(*x.shape[:-1], -1)
 
 
+def _autocast_inference(x: Tensor) -> bool:
+    """Inference under autocast (the bf16/fp16 modes), where exact fp32 bits are gone anyway."""
+    if torch.is_grad_enabled():
+        return False
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # torch < 2.4 takes no device
+        return torch.is_autocast_cpu_enabled() if x.device.type == "cpu" else torch.is_autocast_enabled()
+
+
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention. Two numerically equivalent paths: the reference one
-    (default; op for op transformers', so bit-identical to it), and ``fast`` (what inference
-    through :class:`~mask2former.segmenter.Segmenter` runs): bilinear sampling and weighting
-    in one ``embedding_bag`` over query chunks, several times faster and without the
-    (N*M, D, Lq, L*P) sample tensors. Both support autograd. They differ by float rounding
-    (~1e-7 relative), which can flip a mask-attention decision whose logit is that close to 0.
+    (default, and what exact fp32 inference runs; op for op transformers', so bit-identical to
+    it), and ``fast``: bilinear sampling and weighting in one ``embedding_bag`` over query
+    chunks, about 2x faster per layer, on a quiet machine and beside a competing process alike
+    (``benchmarks/sampling.py``), and without the (N*M, D, Lq, L*P) sample tensors. The fast
+    path runs when ``fast`` is set, in inference under autocast (the bf16 / fp16 modes) and in
+    the int8 mode. Both support autograd. They differ by float rounding (~1e-7 relative),
+    which can flip a mask-attention decision whose logit is that close to 0.
     """
 
     # Queries per step of the fast path: keeps its temporaries small (cache-sized on CPU).
@@ -227,7 +239,7 @@ class MSDeformAttn(nn.Module):
         """query: (N, Lq, C); reference: (N, Lq, L, 2) normalised (x, y); value: (N, S, C)."""
         n, lq, c = query.shape
         m, lv, p = self.num_heads, self.num_levels, self.num_points
-        if not self.fast:
+        if not (self.fast or _autocast_inference(query)):
             # Passed as temporaries, so the reference lets each go once copied (memory peak).
             normaliser = torch.tensor([[w, h] for h, w in shapes], dtype=torch.long, device=query.device)
             return self.output_proj(deformable_attention_reference(

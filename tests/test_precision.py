@@ -176,6 +176,29 @@ def test_int8_agrees_with_fp32_and_leaves_the_model_alone(model, images):
         assert "_conv_forward" not in vars(model.pixel_decoder.mask_features)
 
 
+@pytest.mark.parametrize("mode", ["fp32", "bf16", "int8"])
+def test_sampling_path_of_each_mode(model, images, mode, monkeypatch):
+    """fp32 keeps the exact reference sampling; the inexact modes take the embedding_bag form
+    (faster quiet and under load, benchmarks/sampling.py); training never switches silently."""
+    from mask2former import pixel_decoder
+
+    calls = {"fast": 0, "reference": 0}
+    for name, kind in (("deformable_attention", "fast"), ("deformable_attention_reference", "reference")):
+        original = getattr(pixel_decoder, name)
+        monkeypatch.setattr(pixel_decoder, name, lambda *a, _f=original, _k=kind, **k: (
+            calls.__setitem__(_k, calls[_k] + 1), _f(*a, **k))[1])
+    if precision.cpu_bf16_path() is None:
+        monkeypatch.setattr(precision, "cpu_bf16_path", lambda: "forced for the test")
+    seg, _ = segment(model, images[:1], precision=mode)
+    assert seg.precision.used == mode
+    assert (calls["fast"] > 0) == (mode != "fp32") and (calls["reference"] > 0) == (mode == "fp32")
+    assert not model.pixel_decoder.fast_sampling  # the caller's model is untouched
+    calls.update(fast=0, reference=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast training keeps the reference path
+        model(torch.randn(1, 3, 64, 64))
+    assert calls["fast"] == 0 and calls["reference"] > 0
+
+
 def test_int8_on_the_trained_demo_model():
     """The issue's criterion (>= 99% of label pixels as fp32) on a trained model, with a margin."""
     import os
