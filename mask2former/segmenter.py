@@ -305,9 +305,9 @@ class Segmenter:
     def _inference(self) -> Iterator[None]:
         """Around every forward, mask logits for the final prediction only (the decoder's
         earlier ones serve training losses; dropping them changes no bit of the final ones).
-        The pixel decoder keeps its exact sampling: the fast one is not the original's
-        arithmetic and slows down badly on a busy machine. Restored afterwards: the model may
-        be shared."""
+        The pixel decoder's sampling follows the precision: fp32 keeps the original's
+        arithmetic, bf16 / int8 take the faster form (see :class:`~mask2former.pixel_decoder.MSDeformAttn`).
+        Restored afterwards: the model may be shared."""
         switches = [(getattr(self.model, "transformer_decoder", None), "auxiliary_masks", False)]
         saved = [(module, name, getattr(module, name)) for module, name, _ in switches if hasattr(module, name)]
         for module, name, value in switches:
