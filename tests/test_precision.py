@@ -74,6 +74,26 @@ def test_fast_deformable_attention_matches_the_reference(batch):
         assert (a - b).abs().max() < 1e-3 * (1 + b.abs().max())
 
 
+@pytest.mark.parametrize("h,w,ws", [(40, 56, 7), (33, 47, 12)])
+def test_window_attention_split_at_the_seam_is_bit_identical(h, w, ws):
+    """Windows off the shift's seam use the broadcast bias: the same bits as every window
+    with its materialised bias + mask, in one step."""
+    from mask2former.backbone import swin
+
+    torch.manual_seed(0)
+    attn = swin.WindowAttention(64, 4, ws, True).eval()
+    with torch.no_grad():
+        attn.relative_position_bias_table.normal_()
+    mask = swin.shifted_window_mask(swin.padded_to_windows(h, ws), swin.padded_to_windows(w, ws), ws, ws // 2, "cpu")
+    nw = mask.shape[0]
+    x = torch.randn(2 * nw, ws * ws, 64)
+    bias = attn.relative_position_bias_table[attn.relative_position_index.view(-1)]
+    bias = bias.view(ws * ws, ws * ws, -1).permute(2, 0, 1).unsqueeze(0)
+    with torch.inference_mode():
+        whole = torch.cat([attn._attend(x[i:i + nw], bias, mask) for i in (0, nw)])
+        assert torch.equal(attn(x, mask), whole)
+
+
 def test_reference_path_is_transformers_arithmetic():
     from transformers.models.mask2former.modeling_mask2former import multi_scale_deformable_attention
 
