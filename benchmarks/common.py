@@ -17,6 +17,20 @@ ARCHS: dict[str, dict[str, Any]] = {
 }
 
 
+def size_arg(text: str) -> str:
+    """argparse type for HxW (multiples of 32), e.g. 512x1024, returned as "HxW": a bad value
+    is a usage error instead of a traceback."""
+    import argparse
+
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HxW, e.g. 512x1024") from None
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise argparse.ArgumentTypeError(f"{text!r}: height and width must be positive multiples of 32")
+    return f"{h}x{w}"
+
+
 def checkpoint(arch: str, num_labels: int = 19) -> str:
     """A transformers-written random-weight folder for ``arch`` (cached between runs)."""
     folder = os.path.join(tempfile.gettempdir(), f"m2f-bench-{arch}-{num_labels}")

@@ -48,7 +48,8 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import checkpoint, machine, peak_mb, rss_mb, run_isolated, run_isolated_peak, write_results  # noqa: E402
+from common import (checkpoint, machine, peak_mb, rss_mb, run_isolated, run_isolated_peak, size_arg,  # noqa: E402
+                    write_results)
 
 STAGES = ("preprocess", "backbone", "pixel_decoder", "transformer_decoder", "postprocess")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -305,7 +306,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", nargs="+", default=["swin-t", "swin-l"], choices=["swin-t", "swin-l"])
-    p.add_argument("--sizes", nargs="+", default=["512x1024"], help="HxW, multiples of 32")
+    p.add_argument("--sizes", nargs="+", type=size_arg, default=["512x1024"], help="HxW, multiples of 32")
     p.add_argument("--batches", nargs="+", type=int, default=[1])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")

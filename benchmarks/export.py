@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import checkpoint, machine, machine_text, run_child, write_results  # noqa: E402
+from common import checkpoint, machine, machine_text, run_child, size_arg, write_results  # noqa: E402
 from end_to_end import build, make_images  # noqa: E402
 
 IMPLS = ("transformers", "torch-fp32", "torch-bf16", "torch-int8", "onnxruntime", "openvino", "openvino-bf16")
@@ -162,7 +162,7 @@ def main() -> None:
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", nargs="+", default=["swin-t", "swin-l"], choices=["swin-t", "swin-l"])
-    p.add_argument("--sizes", nargs="+", default=["512x1024", "1024x2048"])
+    p.add_argument("--sizes", nargs="+", type=size_arg, default=["512x1024", "1024x2048"])
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     p.add_argument("--repeats", type=int, default=3, help="timed calls per process, after one warm-up")
     p.add_argument("--rounds", type=int, default=1, help="times the sequence of processes runs (interleaving)")

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ARCHS, checkpoint, write_results  # noqa: E402
+from common import ARCHS, checkpoint, size_arg, write_results  # noqa: E402
 from end_to_end import RESULTS, make_images  # noqa: E402
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "demo-street")
@@ -81,7 +81,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["swin-t"] + ([DEMO] if os.path.isdir(DEMO) else []),
                    help="swin-t, swin-l (random-weight checkpoints) or model folders")
-    p.add_argument("--sizes", nargs="+", default=["512x1024"])
+    p.add_argument("--sizes", nargs="+", type=size_arg, default=["512x1024"])
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--modes", nargs="+", default=["fp32", "bf16", "int8"])
     p.add_argument("--repeats", type=int, default=3)

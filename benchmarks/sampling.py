@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, machine_text, table, write_results  # noqa: E402
+from common import machine, machine_text, size_arg, table, write_results  # noqa: E402
 
 CHUNKS = (1024, 8192, 0)  # 0: every query of the image in one step
 
@@ -131,7 +131,7 @@ def main() -> None:
         print(json.dumps(child_end_to_end(job) if job.get("arch") else child(job)))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="1024x2048")
+    p.add_argument("--size", type=size_arg, default="1024x2048")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--end-to-end", dest="arch", choices=["swin-t", "swin-l"], default=None,
                    help="time Segmenter on this random-weight architecture instead of one layer")

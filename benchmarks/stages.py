@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import checkpoint, machine, machine_text, write_results  # noqa: E402
+from common import checkpoint, machine, machine_text, size_arg, write_results  # noqa: E402
 from end_to_end import RESULTS, StageClock, build, make_images, matmul_peak_gflops  # noqa: E402
 
 MODES = ("fp32", "bf16", "int8")
@@ -64,7 +64,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="swin-t", choices=["swin-t", "swin-l"])
-    p.add_argument("--size", default="512x1024")
+    p.add_argument("--size", type=size_arg, default="512x1024")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None)

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import checkpoint, machine, machine_text, table, write_results  # noqa: E402
+from common import checkpoint, machine, machine_text, size_arg, table, write_results  # noqa: E402
 from end_to_end import make_images  # noqa: E402
 
 POLICIES: dict[str, dict[str, str]] = {
@@ -71,7 +71,7 @@ def run(policy: dict[str, str], precision: str, model: str, image: str, repeats:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="swin-t", choices=["swin-t", "swin-l"])
-    p.add_argument("--size", default="512x1024")
+    p.add_argument("--size", type=size_arg, default="512x1024")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     p.add_argument("--repeats", type=int, default=3)
