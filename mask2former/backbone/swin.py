@@ -70,36 +70,38 @@ class WindowAttention(nn.Module):
         nw = mask.shape[0] if mask is not None else bw
         step = max(1, min(nw, self.chunk_bytes // (4 * n * max(3 * c, self.num_heads * n))))
         # Steps never straddle two images, so each uses one slice of the (nW, ...) mask.
-        outs = [self._attend(x[i + j:i + min(j + step, nw)], bias,
-                             None if mask is None else mask[j:j + step], by_seam=True)
+        seam = None if mask is None else mask.flatten(1).ne(0).any(1)  # (nW,) windows across the shift's seam
+        outs = [self._attend(x[i + j:i + min(j + step, nw)], bias, None if mask is None else mask[j:j + step],
+                             None if seam is None else seam[j:j + step])
                 for i in range(0, bw, nw) for j in range(0, nw, step)]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
-    def _attend(self, x: Tensor, bias: Tensor, mask: Optional[Tensor], by_seam: bool = False) -> Tensor:
+    def _attend(self, x: Tensor, bias: Tensor, mask: Optional[Tensor], seam: Optional[Tensor] = None) -> Tensor:
         """x: (windows, N, C); bias: (1, heads, N, N); mask: (windows, N, N) or None.
 
-        by_seam (eager only, the export keeps one step): only the windows across the cyclic
-        shift's seam get the materialised bias + mask, (windows, heads, N, N); the others share
-        the broadcast bias, ~25% faster. The split is of attention alone, whose windows are
-        independent, so every bit stays; the projections still see the whole step (a GEMM's
-        rounding can depend on how many rows it gets)."""
+        seam (eager only; the export attends every window in one step): which windows cross
+        the cyclic shift's seam. Only those get the materialised bias + mask, (windows, heads,
+        N, N); the others share the broadcast bias, ~25% faster. The split is of attention
+        alone, whose windows are independent, so every bit stays; the projections still see
+        the whole step (a GEMM's rounding can depend on how many rows it gets)."""
         bw, n, c = x.shape
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (windows, heads, N, d)
         bias = bias.to(q.dtype)
-        seam = mask.flatten(1).ne(0).any(1) if mask is not None and by_seam else None
-        if seam is not None and not bool(seam.any()):
-            mask = None
-        if seam is None or mask is None or bool(seam.all()):
-            # A 4-D mask: with a 3-D one SDPA falls back to its (~2.5x slower) math kernel.
-            full = bias if mask is None else bias + mask.unsqueeze(1).to(q.dtype)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=full, scale=self.scale)
+        if seam is None or bool(seam.all()):
+            out = self._sdpa(q, k, v, bias, mask)
+        elif not bool(seam.any()):
+            out = self._sdpa(q, k, v, bias, None)
         else:
             out = q.new_empty(q.shape)
             for rows, extra in ((seam.logical_not().nonzero().flatten(), None), (seam.nonzero().flatten(), mask)):
-                m = bias if extra is None else bias + extra[rows].unsqueeze(1).to(q.dtype)
-                out[rows] = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=m, scale=self.scale)
+                out[rows] = self._sdpa(q[rows], k[rows], v[rows], bias, None if extra is None else extra[rows])
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Optional[Tensor]) -> Tensor:
+        # A 4-D mask: with a 3-D one SDPA falls back to its (~2.5x slower) math kernel.
+        full = bias if mask is None else bias + mask.unsqueeze(1).to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=full, scale=self.scale)
 
 
 def padded_to_windows(n: int, ws: int) -> int:
