@@ -78,15 +78,6 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_isolated(script: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run ``script`` (a module path) in a new interpreter with JSON args; it prints JSON."""
-    out = subprocess.run([sys.executable, script, json.dumps(args)], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def run_child(script: str, args: dict[str, Any], env: dict[str, str] | None = None) -> tuple[int, str, str, float]:
     """Run ``script`` with JSON args in a new interpreter: (exit code, stdout, stderr tail, the
     child's lifetime peak resident size in MB). The peak is what the kernel reports to the parent
@@ -101,6 +92,14 @@ def run_child(script: str, args: dict[str, Any], env: dict[str, str] | None = No
         err.seek(0)
         return (proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace")[-3000:],
                 usage.ru_maxrss / 1024)
+
+
+def run_isolated(script: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run ``script`` (a module path) in a new interpreter with JSON args; it prints JSON."""
+    code, out, err, _ = run_child(script, args)
+    if code != 0:
+        raise RuntimeError(err)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def run_isolated_peak(script: str, args: dict[str, Any], env: dict[str, str] | None = None) -> float:
