@@ -226,11 +226,15 @@ class MSDeformAttn(nn.Module):
         bias = torch.cat([off_b, self.attention_weights.bias])
         return F.linear(query, weight, bias)
 
+    def samples_fast(self, query: Tensor) -> bool:
+        """Whether this call takes the ``embedding_bag`` sampling (see the class docstring)."""
+        return self.fast or layers.autocast_inference(query)
+
     def forward(self, query: Tensor, reference: Tensor, value: Tensor, shapes: list[tuple[int, int]]) -> Tensor:
         """query: (N, Lq, C); reference: (N, Lq, L, 2) normalised (x, y); value: (N, S, C)."""
         n, lq, c = query.shape
         m, lv, p = self.num_heads, self.num_levels, self.num_points
-        if not (self.fast or layers.autocast_inference(query)):
+        if not self.samples_fast(query):
             # Passed as temporaries, so the reference lets each go once copied (memory peak).
             normaliser = torch.tensor([[w, h] for h, w in shapes], dtype=torch.long, device=query.device)
             return self.output_proj(deformable_attention_reference(
