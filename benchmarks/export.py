@@ -108,20 +108,21 @@ def bench_arch(arch: str, sizes: list[tuple[int, int]], impls: list[str], repeat
     if export["status"] != "ok":
         impls = [i for i in impls if i in ("transformers",) or i.startswith("torch")]
     rows = []
+    info = machine()
     for size in sizes:
         paths = make_images(size, 1, work)
+        labels = {impl: os.path.join(work, f"{arch}-{size[0]}x{size[1]}-{impl}.npz") for impl in impls}
         tries: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
         for _ in range(rounds):
             for impl in impls:
-                labels = os.path.join(work, f"{arch}-{size[0]}x{size[1]}-{impl}.npz")
-                tries[impl].append(in_child(dict(base, impl=impl, paths=paths, repeats=repeats, labels=labels)))
+                tries[impl].append(in_child(dict(base, impl=impl, paths=paths, repeats=repeats,
+                                                 labels=labels[impl])))
         results = {}
         for impl, got in tries.items():  # the fastest good round (else the first failure), the highest peak
             ok = [r for r in got if r["status"] == "ok"]
             results[impl] = dict(min(ok, key=lambda r: r["seconds"]) if ok else got[0],
                                  peak_mib=max(r["peak_mib"] for r in got))
-        saved = {impl: os.path.join(work, f"{arch}-{size[0]}x{size[1]}-{impl}.npz") for impl in impls}
-        loaded = {impl: [z[k] for k in z.files] for impl, path in saved.items() if os.path.exists(path)
+        loaded = {impl: [z[k] for k in z.files] for impl, path in labels.items() if os.path.exists(path)
                   for z in [np.load(path)]}
         ref = loaded.get("torch-fp32")
         t_ref = results.get("transformers", {}).get("seconds", float("nan"))
@@ -133,7 +134,7 @@ def bench_arch(arch: str, sizes: list[tuple[int, int]], impls: list[str], repeat
                              vs_transformers=t_ref / res["seconds"], labels_equal_to_torch_fp32=agree,
                              peak_mib=res["peak_mib"], status=res["status"], export_s=export.get("seconds"),
                              export_peak_mib=export["peak_mib"], export_status=export["status"],
-                             onnx_mib=export.get("bytes", float("nan")) / 2**20, machine=machine()))
+                             onnx_mib=export.get("bytes", float("nan")) / 2**20, machine=info))
     return rows
 
 
