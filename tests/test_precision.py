@@ -94,6 +94,29 @@ def test_window_attention_split_at_the_seam_is_bit_identical(h, w, ws):
         assert torch.equal(attn(x, mask), whole)
 
 
+def test_window_attention_steps_are_larger_under_autocast_inference(monkeypatch):
+    """fp32 keeps its step size (a GEMM's row count is part of its bits); autocast inference
+    attends 4x as many windows per step, and agrees with one step of all windows."""
+    from mask2former.backbone import swin
+
+    torch.manual_seed(0)
+    attn = swin.WindowAttention(64, 4, 7, True).eval()
+    x = torch.randn(32, 49, 64)
+    calls = []
+    original = swin.WindowAttention._attend
+    monkeypatch.setattr(swin.WindowAttention, "_attend", lambda self, w, *a: (calls.append(len(w)), original(self, w, *a))[1])
+    monkeypatch.setattr(swin.WindowAttention, "chunk_bytes", 2 * 4 * 49 * 4 * 49)  # 2 windows per fp32 step
+    with torch.inference_mode():
+        attn(x, None)
+        assert calls == [2] * 16
+        calls.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            stepped = attn(x, None)
+            assert calls == [8] * 4
+            monkeypatch.setattr(swin.WindowAttention, "chunk_bytes", 2**30)
+            torch.testing.assert_close(stepped, attn(x, None), rtol=2e-2, atol=2e-2)
+
+
 def test_reference_path_is_transformers_arithmetic():
     from transformers.models.mask2former.modeling_mask2former import multi_scale_deformable_attention
 
@@ -251,3 +274,41 @@ def test_threads(monkeypatch):
         assert precision.configure_threads(1) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_shared_mask_attention_is_multihead_attention():
+    """One mask for all heads through SDPA: the same booleans as the per-head copies, and
+    nn.MultiheadAttention's result up to float rounding (it runs under autocast inference only)."""
+    from mask2former.transformer_decoder import head_masks, shared_mask_attention
+
+    torch.manual_seed(0)
+    attn = nn.MultiheadAttention(32, 4).eval()
+    logits = torch.randn(2, 10, 16, 16) * 3
+    logits[0, 3] = -10  # a query whose mask covers nothing may see everything
+    q, k, v = torch.randn(10, 2, 32), torch.randn(64, 2, 32), torch.randn(64, 2, 32)
+    per_head, shared = head_masks(logits, (8, 8), 4), head_masks(logits, (8, 8), 4, per_head=False)
+    assert shared.shape == (2, 1, 10, 64) and torch.equal(per_head.view(2, 4, 10, 64), shared.expand(2, 4, 10, 64))
+    assert not shared[0, 0, 3].any() and shared.any()
+    with torch.no_grad():
+        expected = attn(q, k, v, attn_mask=per_head)[0]
+        torch.testing.assert_close(shared_mask_attention(attn, q, k, v, shared), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_decoder_masks_of_each_mode(model, images, mode, monkeypatch):
+    """fp32 keeps the original's per-head masks (its bits); bf16 inference shares one mask
+    across heads; autocast training keeps the per-head masks."""
+    from mask2former import transformer_decoder
+
+    dims = []
+    original = transformer_decoder.CrossAttentionLayer.forward
+    monkeypatch.setattr(transformer_decoder.CrossAttentionLayer, "forward",
+                        lambda self, tgt, memory, mask, *a: (dims.append(mask.dim()), original(self, tgt, memory, mask, *a))[1])
+    if precision.cpu_bf16_path() is None:
+        monkeypatch.setattr(precision, "cpu_bf16_path", lambda: "forced for the test")
+    seg, _ = segment(model, images[:1], precision=mode)
+    assert seg.precision.used == mode and dims and set(dims) == {3 if mode == "fp32" else 4}
+    dims.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(1, 3, 64, 64))
+    assert set(dims) == {3}
