@@ -112,8 +112,8 @@ class SamplingGeometry:
                 .reshape(m, 1, -1)
 
         self.size = torch.tensor([[w, h] for h, w in shapes], dtype=dtype, device=device)  # (L, 2)
-        self.x_max = per_column([w + 1 for _, w in shapes])
-        self.y_max = per_column([h + 1 for h, _ in shapes])
+        # Largest padded x and y of each column, (2, M, 1, L*P): x and y are clamped in one op.
+        self.xy_max = torch.stack([per_column([w + 1 for _, w in shapes]), per_column([h + 1 for h, _ in shapes])])
         self.y_stride = per_column([(w + 2) * m for _, w in shapes])  # table rows per padded map row
         heads = torch.arange(m, dtype=self.index_dtype, device=device).view(m, 1, 1)
         self.base = per_column([s * m for s in starts]) + heads  # table row of each column's (0, 0) corner
@@ -134,28 +134,29 @@ def _softmax(x: Tensor) -> Tensor:
     return e / e.sum(-1, keepdim=True)
 
 
-def deformable_attention(table: Tensor, geom: SamplingGeometry, x: Tensor, y: Tensor, weights: Tensor) -> Tensor:
+def deformable_attention(table: Tensor, geom: SamplingGeometry, xy: Tensor, weights: Tensor) -> Tensor:
     """Bilinear samples of a padded value table, weighted and summed per (query, head).
 
-    table: (rows, D), one row per (padded token, head); x, y: (Q, M, L*P) sampling positions
-    in pixels of each column's level (``grid_sample``'s align_corners=False convention: pixel
-    centres are integers); weights: (Q, M, L*P) attention weights. Returns (Q, M*D).
+    table: (rows, D), one row per (padded token, head); xy: (Q, 2, M, L*P) sampling positions
+    (x, then y) in pixels of each column's level (``grid_sample``'s align_corners=False
+    convention: pixel centres are integers); weights: (Q, M, L*P) attention weights. Returns
+    (Q, M*D).
 
     Instead of materialising every sample (as ``grid_sample`` per level does), each
     (query, head) is one bag of 4*L*P table rows with bilinear x attention weights, summed by
-    ``embedding_bag``: one pass, no (Q, M, D, L*P) intermediate.
+    ``embedding_bag``: one pass, no (Q, M, D, L*P) intermediate. x and y go through each
+    step together: half the (small, overhead-bound) element-wise calls.
     """
-    q, m, k = x.shape
-    # Coordinates of both neighbours along each axis, (Q, M, 2, L*P).
-    xn = x.detach().floor().unsqueeze(2) + geom.corners
-    yn = y.detach().floor().unsqueeze(2) + geom.corners
-    # The weight of a neighbour is 1 - its distance (autograd reaches x, y and weights here).
-    wx = 1 - (x.unsqueeze(2) - xn).abs()
-    wy = (1 - (y.unsqueeze(2) - yn).abs()) * weights.unsqueeze(2)
+    q, _, m, k = xy.shape
+    # Coordinates of both neighbours along each axis, (Q, 2, M, 2, L*P).
+    near = xy.detach().floor().unsqueeze(3) + geom.corners
+    # The weight of a neighbour is 1 - its distance (autograd reaches xy and weights here).
+    w = 1 - (xy.unsqueeze(3) - near).abs()
+    wx, wy = w[:, 0], w[:, 1] * weights.unsqueeze(2)
     # Shifted by the frame; neighbours outside the map are clamped onto the zero frame.
-    xn, yn = xn.to(geom.index_dtype), yn.to(geom.index_dtype)
-    xs = torch.minimum(xn.add_(1).clamp_(min=0), geom.x_max).mul_(m)
-    ys = torch.addcmul(geom.base, torch.minimum(yn.add_(1).clamp_(min=0), geom.y_max), geom.y_stride)
+    near = torch.minimum(near.to(geom.index_dtype).add_(1).clamp_(min=0), geom.xy_max)
+    xs = near[:, 0] * m
+    ys = torch.addcmul(geom.base, near[:, 1], geom.y_stride)
     rows = (ys.unsqueeze(3) + xs.unsqueeze(2)).to(torch.int32 if geom.rows < 2**31 else torch.int64)
     bilinear = wy.unsqueeze(3) * wx.unsqueeze(2)
     out = F.embedding_bag(rows.view(q * m, -1), table, per_sample_weights=bilinear.view(q * m, -1), mode="sum")
@@ -247,16 +248,16 @@ class MSDeformAttn(nn.Module):
         table = padded_value_table(self.value_proj(value), shapes).to(f).view(n, -1, c // m)
         proj = self._query_projection(query)
         geom = SamplingGeometry(shapes, m, p, query.device, f)
-        ref = reference.to(f).unsqueeze(-2).expand(n, lq, lv, p, 2)
-        size = geom.size.view(lv, 1, 2).expand(lv, p, 2).reshape(1, k, 2)  # (W, H) of each column's level
+        # Every column's reference point and level size, x then y: (N, Lq, 2, 1, L*P), (2, 1, L*P).
+        ref = reference.to(f).transpose(-1, -2).unsqueeze(-2).unsqueeze(-1).expand(n, lq, 2, 1, lv, p).flatten(-2)
+        size = geom.size.t().view(2, 1, lv, 1).expand(2, 1, lv, p).flatten(-2)
         outs = []
         for b in range(n):
             for q0 in range(0, lq, self.chunk):
                 q1 = min(q0 + self.chunk, lq)
                 pr = proj[b, q0:q1].to(f).view(q1 - q0, 3, m, k)
-                r = ref[b, q0:q1].reshape(q1 - q0, 1, k, 2)
-                x, y = (pixel_coordinate(r[..., i], pr[:, i], size[..., i]) for i in (0, 1))
-                outs.append(deformable_attention(table[b], geom, x, y, _softmax(pr[:, 2])))
+                xy = pixel_coordinate(ref[b, q0:q1], pr[:, :2], size)
+                outs.append(deformable_attention(table[b], geom, xy, _softmax(pr[:, 2])))
         out = torch.cat(outs).view(n, lq, c).to(query.dtype)
         return self.output_proj(out)
 
@@ -302,7 +303,13 @@ class DeformableTransformer(nn.Module):
         pos_flat = torch.cat(
             [p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, p in enumerate(pos)], 1
         )
-        reference = reference_points(shapes, src.device, src.dtype).expand(src.shape[0], -1, len(shapes), -1)
+        # Positions stay float32 under bf16 / fp16: rounded to 8 bits they would move a sampling
+        # point by up to half a pixel (at 256 pixels wide).
+        low = src.dtype in (torch.float16, torch.bfloat16)
+        reference = reference_points(shapes, src.device, torch.float32 if low else src.dtype)
+        reference = reference.expand(src.shape[0], -1, len(shapes), -1)
+        if layers.autocast_inference(src):  # the embeddings once in src's dtype, not a mixed add per layer
+            pos_flat = pos_flat.to(src.dtype)
         for layer in self.encoder.layers:
             src = layer(src, pos_flat, reference, shapes)
         return src

@@ -44,7 +44,8 @@ def recorded_masks(record: list, forced: Optional[list[Tensor]] = None) -> Itera
     logits (B, Q, h*w) into ``record``; with ``forced``, the layers use those masks instead."""
     original = transformer_decoder.head_masks
 
-    def head_masks(mask_logits: Tensor, size: tuple[int, int], heads: int) -> Tensor:
+    def head_masks(mask_logits: Tensor, size: tuple[int, int], heads: int, per_head: bool = True) -> Tensor:
+        assert per_head, "the probe runs the exact fp32 path, whose masks are per head"
         blocked = original(mask_logits, size, heads)
         if forced is not None:
             blocked = forced[len(record)].repeat_interleave(heads, dim=0)
