@@ -3,11 +3,13 @@
     python benchmarks/end_to_end.py                      # Swin-T and Swin-L, 512x1024, batch 1
     python benchmarks/end_to_end.py --archs swin-l --sizes 1024x2048 --batches 1 4
     python benchmarks/end_to_end.py --threads 1 --repeats 5 --no-memory
+    python benchmarks/end_to_end.py --archs swin-l --sizes 1024x2048 --precision bf16   # ours in bf16
 
 What is timed, per call, for each implementation:
 
-* ours: ``Segmenter(task="semantic")`` on the image paths: decode, processor, forward,
-  semantic post-processing at the original size (the original's algorithm);
+* ours: ``Segmenter(task="semantic", precision=--precision)`` on the image paths: decode,
+  processor, forward, semantic post-processing at the original size (the original's
+  algorithm);
 * transformers: PIL decode, its ``Mask2FormerImageProcessor``, its model, its
   ``post_process_semantic_segmentation(outputs, target_sizes=...)``.
 
@@ -167,7 +169,7 @@ def time_both(args: dict[str, Any]) -> dict[str, Any]:
     if args.get("threads"):
         torch.set_num_threads(args["threads"])
     paths = args["paths"]
-    impls = {impl: build(impl, args["folder"]) for impl in ("transformers", "ours")}
+    impls = {impl: build(impl, args["folder"], args.get("precision", "fp32")) for impl in ("transformers", "ours")}
     peak_before = matmul_peak_gflops()
     labels = {impl: run(paths) for impl, (run, _, _) in impls.items()}  # warm-up
     calls: dict[str, list[dict[str, float]]] = {impl: [] for impl in impls}
@@ -221,7 +223,7 @@ def process_job(args: dict[str, Any]) -> dict[str, Any]:
 
     if args.get("threads"):
         torch.set_num_threads(args["threads"])
-    run, _, _ = build(args["impl"], args["folder"])
+    run, _, _ = build(args["impl"], args["folder"], args.get("precision", "fp32"))
     run(args["paths"])
     return {}
 
@@ -247,7 +249,7 @@ def memory_one(args: dict[str, Any]) -> dict[str, Any]:
 
     if args.get("threads"):
         torch.set_num_threads(args["threads"])
-    run, net, _ = build(args["impl"], args["folder"])
+    run, net, _ = build(args["impl"], args["folder"], args.get("precision", "fp32"))
     with torch.no_grad():  # page in weights that are memory-mapped from the checkpoint file
         for t in list(net.parameters()) + list(net.buffers()):
             t.sum()
@@ -266,13 +268,14 @@ def memory_one(args: dict[str, Any]) -> dict[str, Any]:
 def memory_markdown(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["Whole-process peak RSS (load from the folder + segment, fresh process, max of "
              "the repeats; MB):", "",
-             "| arch | size | batch | ours | transformers | **ours / transformers** | ours, lean allocator | lean / transformers |"
-             " above loaded: ours | transformers | ratio |", "|" + "---|" * 11]
+             "| arch | size | batch | ours precision | ours | transformers | **ours / transformers** | ours, lean allocator | lean / transformers |"
+             " above loaded: ours | transformers | ratio |", "|" + "---|" * 12]
     for r in rows:
         p, mem = r["process"], r.get("memory") or {}
         above = (f"{mem['ours']['peak_above_loaded_mb']:.0f} | {mem['transformers']['peak_above_loaded_mb']:.0f} | "
                  f"{r['memory_ratio']:.2f} |" if mem else "- | - | - |")
-        lines.append(f"| {r['arch']} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {p['ours']['peak_mb']:.0f} | "
+        lines.append(f"| {r['arch']} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {r.get('precision', 'fp32')} | "
+                     f"{p['ours']['peak_mb']:.0f} | "
                      f"{p['transformers']['peak_mb']:.0f} | **{p['ratio']:.2f}** | {p['ours_lean_allocator']['peak_mb']:.0f} | "
                      f"{p['lean_ratio']:.2f} | " + above)
     return lines + [""]
@@ -283,12 +286,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     rows = [r for r in rows if "ours" in r]
     if not rows:
         return "\n".join(head)
-    lines = head + ["| arch | size | batch | threads | ours s | transformers s | time ratio | ours peak MB | "
-                    "transformers peak MB | memory ratio |", "|" + "---|" * 10]
+    lines = head + ["| arch | size | batch | threads | ours precision | ours s | transformers s (fp32) | time ratio | "
+                    "ours peak MB | transformers peak MB | memory ratio |", "|" + "---|" * 11]
     for r in rows:
         mem = r.get("memory") or {}
         lines.append(f"| {r['arch']} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {r['threads']} | "
-                     f"{r['ours']['seconds']:.2f} | {r['transformers']['seconds']:.2f} | **{r['time_ratio']:.2f}** | "
+                     f"{r.get('precision', 'fp32')} | {r['ours']['seconds']:.2f} | {r['transformers']['seconds']:.2f} | **{r['time_ratio']:.2f}** | "
                      + (f"{mem['ours']['peak_above_loaded_mb']:.0f} | {mem['transformers']['peak_above_loaded_mb']:.0f} | "
                         f"**{r['memory_ratio']:.2f}** |" if mem else "- | - | - |"))
     lines += ["", "Per stage (seconds, fastest call; transformers' \"transformer decoder\" includes its heads):", "",
@@ -313,6 +316,8 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the isolated peak-memory runs")
     p.add_argument("--memory-only", action="store_true", help="only the peak-memory runs (no timing)")
     p.add_argument("--memory-repeats", type=int, default=2, help="whole-process runs per implementation")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8"],
+                   help="our side's precision (transformers always runs its fp32)")
     p.add_argument("--out", default=os.path.join(RESULTS, "end_to_end"), help="output path without extension")
     a = p.parse_args()
     images = os.path.join(tempfile.gettempdir(), "m2f-bench-images")
@@ -324,12 +329,13 @@ def main() -> None:
             size = [int(v) for v in size_text.lower().split("x")]
             for batch in a.batches:
                 paths = make_images(tuple(size), batch, images)
-                job = dict(folder=folder, paths=paths, size=size, repeats=a.repeats, threads=a.threads)
-                row = dict(arch=arch, size=size, batch=batch, machine=machine())
+                job = dict(folder=folder, paths=paths, size=size, repeats=a.repeats, threads=a.threads,
+                           precision=a.precision)
+                row = dict(arch=arch, size=size, batch=batch, machine=machine(), precision=a.precision)
                 if not a.memory_only:
                     res = run_isolated(__file__, dict(job, mode="time"))
                     row.update(res, time_ratio=res["ours"]["seconds"] / res["transformers"]["seconds"])
-                    print(f"{arch} {size[0]}x{size[1]} b{batch} ({res['threads']} threads): time ours/transformers = "
+                    print(f"{arch} {size[0]}x{size[1]} b{batch} ({res['threads']} threads): time ours {a.precision}/transformers = "
                           f"{row['time_ratio']:.2f} ({res['ours']['seconds']:.2f}s / {res['transformers']['seconds']:.2f}s)",
                           flush=True)
                 if not a.no_memory:

@@ -4,7 +4,7 @@
 
 Reads the JSON rows ``end_to_end.py`` wrote (default: every ``end_to_end*.json`` in
 benchmarks/results except the before/after and 1-thread variants) and prints one line per
-(architecture, size, batch), sorted. Ratios are ours / transformers measured in the same run.
+(architecture, size, batch, our precision), sorted. Ratios are ours / transformers measured in the same run.
 """
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ def rows_from(paths: list[str]) -> list[dict[str, Any]]:
     for path in paths:
         with open(path) as f:
             for r in json.load(f):
-                key = (r["arch"], tuple(r["size"]), r["batch"])
+                key = (r["arch"], tuple(r["size"]), r["batch"], r.get("precision", "fp32"))
                 if "ours" not in r and key in rows:  # a --memory-only run: its memory figures replace
                     rows[key] = {**rows[key], **{k: v for k, v in r.items() if k != "machine"},
                                  "memory_machine": r.get("machine")}
                 else:
                     rows[key] = r  # a later file replaces an earlier one
-    return [rows[k] for k in sorted(rows, key=lambda k: (k[0] != "swin-t", k[1][0] * k[1][1], k[2]))]
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[0] != "swin-t", k[1][0] * k[1][1], k[2], k[3] != "fp32", k[3]))]
 
 
 def where(row: dict[str, Any]) -> str:
@@ -43,9 +43,9 @@ def where(row: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | input | batch | time ours / transformers | peak memory above the loaded model, ours / "
+    lines = ["| model | input | batch | ours in | time ours / transformers fp32 | peak memory above the loaded model, ours / "
              "transformers | whole-process peak, ours / transformers | labels equal | machine |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = {"swin-t": "Swin-T", "swin-l": "Swin-L"}.get(r["arch"], r["arch"])
         memory = "-"  # runs with --no-memory
@@ -62,7 +62,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                     f"{r['transformers']['seconds']:.1f} s)")
         labels = r.get("labels_equal_fraction_vs_transformers")
         labels = "-" if labels is None else f"{100 * labels:.3f}%"
-        lines.append(f"| {name} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {time} | {memory} | {process} "
+        lines.append(f"| {name} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {r.get('precision', 'fp32')} | {time} | {memory} | {process} "
                      f"| {labels} | {where(r)} |")
     return "\n".join(lines) + "\n"
 

@@ -159,7 +159,8 @@ def deformable_attention(table: Tensor, geom: SamplingGeometry, xy: Tensor, weig
     ys = torch.addcmul(geom.base, near[:, 1], geom.y_stride)
     rows = (ys.unsqueeze(3) + xs.unsqueeze(2)).to(torch.int32 if geom.rows < 2**31 else torch.int64)
     bilinear = wy.unsqueeze(3) * wx.unsqueeze(2)
-    out = F.embedding_bag(rows.view(q * m, -1), table, per_sample_weights=bilinear.view(q * m, -1), mode="sum")
+    out = F.embedding_bag(rows.view(q * m, -1), table, per_sample_weights=bilinear.view(q * m, -1).to(table.dtype),
+                          mode="sum")
     return out.view(q, -1)
 
 
@@ -245,7 +246,12 @@ class MSDeformAttn(nn.Module):
                 F.softmax(self.attention_weights(query).view(n, lq, m, lv * p), -1).view(n, lq, m, lv, p)))
         k = lv * p
         f = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype  # sampling precision
-        table = padded_value_table(self.value_proj(value), shapes).to(f).view(n, -1, c // m)
+        v = self.value_proj(value)
+        # Under autocast the table keeps value_proj's bf16 / fp16 (those are its values; the
+        # output projection rounds the sum to it again): an embedding_bag of half the bytes,
+        # ~1.8x faster. Positions and bilinear weights are still computed in float32.
+        table = padded_value_table(v, shapes).to(v.dtype if layers.autocast_inference(query) else f)
+        table = table.view(n, -1, c // m)
         proj = self._query_projection(query)
         geom = SamplingGeometry(shapes, m, p, query.device, f)
         # Every column's reference point and level size, x then y: (N, Lq, 2, 1, L*P), (2, 1, L*P).

@@ -226,15 +226,17 @@ def test_sampling_path_of_each_mode(model, images, mode, monkeypatch):
     from mask2former import pixel_decoder
 
     calls = {"fast": 0, "reference": 0}
+    tables = set()  # the fast path's value table: bf16 under autocast (value_proj's own dtype)
     for name, kind in (("deformable_attention", "fast"), ("deformable_attention_reference", "reference")):
         original = getattr(pixel_decoder, name)
         monkeypatch.setattr(pixel_decoder, name, lambda *a, _f=original, _k=kind, **k: (
-            calls.__setitem__(_k, calls[_k] + 1), _f(*a, **k))[1])
+            calls.__setitem__(_k, calls[_k] + 1), tables.add(a[0].dtype) if _k == "fast" else None, _f(*a, **k))[2])
     if precision.cpu_bf16_path() is None:
         monkeypatch.setattr(precision, "cpu_bf16_path", lambda: "forced for the test")
     seg, _ = segment(model, images[:1], precision=mode)
     assert seg.precision.used == mode
     assert (calls["fast"] > 0) == (mode != "fp32") and (calls["reference"] > 0) == (mode == "fp32")
+    assert tables == {"fp32": set(), "bf16": {torch.bfloat16}, "int8": {torch.float32}}[mode]
     assert not model.pixel_decoder.fast_sampling  # the caller's model is untouched
     calls.update(fast=0, reference=0)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast training keeps the reference path
