@@ -4,8 +4,9 @@
 (measured in ``docs/performance.md``) and are never chosen implicitly:
 
 * ``bf16``: autocast to bfloat16 for matrix products and convolutions (norms, softmax,
-  deformable sampling and post-processing stay float32; the sampling takes the pixel
-  decoder's faster ``embedding_bag`` form, also in ``int8``). On CPU it needs native bf16 dot
+  sampling positions and post-processing stay float32; the sampling takes the pixel
+  decoder's faster ``embedding_bag`` form and the decoder's masked attention one mask for
+  all heads, both also in ``int8``; Swin attends larger steps of windows). On CPU it needs native bf16 dot
   products (AMX or AVX512-BF16, read from ``/proc/cpuinfo``); elsewhere it falls back to
   fp32 with a message, because emulated bf16 is slower than fp32. On CUDA it needs a GPU
   that supports bf16.
@@ -181,7 +182,8 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     names = {name for name, m in model.named_modules() if type(m) is nn.Linear and id(m) not in keep}
     quantized = copy.deepcopy(model)
     if hasattr(quantized, "pixel_decoder"):  # a copy of our own: not exact anyway, so the faster sampling
-        quantized.pixel_decoder.fast_sampling = True
+        quantized.pixel_decoder.fast_sampling = True  # and decoder attention
+        quantized.transformer_decoder.shared_masks = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
         from torch.ao.quantization import quantize_dynamic

@@ -149,6 +149,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 self.input_proj.append(nn.Sequential())
         # Off: earlier predictions skip their full-size mask logits (see forward); inference only.
         self.auxiliary_masks = True
+        # On: one attention mask for all heads (shared_mask_attention), as autocast inference
+        # always does; the int8 mode's copy sets it (inexact anyway).
+        self.shared_masks = False
         self.class_embed = nn.Linear(dim, cfg.num_labels + 1)
         self.mask_embed = MLP(dim, dim, cfg.mask_feature_size, 3)
         for layer in list(self.transformer_self_attention_layers) + list(self.transformer_cross_attention_layers) \
@@ -194,7 +197,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 break
             nxt = i % self.num_levels  # the level the next layer attends to
             # Autocast inference (bits are not the original's anyway): one mask for all heads.
-            attn_mask = head_masks(mask, sizes[nxt], self.num_heads, per_head=not autocast_inference(mask))
+            shared = self.shared_masks or autocast_inference(mask)
+            attn_mask = head_masks(mask, sizes[nxt], self.num_heads, per_head=not shared)
             del mask
             if record is not None and record.hidden_states is not None:
                 record.hidden_states.append(out)  # the very tensor the layer reads (gradients reach it)

@@ -296,10 +296,10 @@ def test_shared_mask_attention_is_multihead_attention():
         torch.testing.assert_close(shared_mask_attention(attn, q, k, v, shared), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+@pytest.mark.parametrize("mode", ["fp32", "bf16", "int8"])
 def test_decoder_masks_of_each_mode(model, images, mode, monkeypatch):
-    """fp32 keeps the original's per-head masks (its bits); bf16 inference shares one mask
-    across heads; autocast training keeps the per-head masks."""
+    """fp32 keeps the original's per-head masks (its bits); bf16 inference and int8 share one
+    mask across heads; autocast training keeps the per-head masks."""
     from mask2former import transformer_decoder
 
     dims = []
@@ -310,6 +310,7 @@ def test_decoder_masks_of_each_mode(model, images, mode, monkeypatch):
         monkeypatch.setattr(precision, "cpu_bf16_path", lambda: "forced for the test")
     seg, _ = segment(model, images[:1], precision=mode)
     assert seg.precision.used == mode and dims and set(dims) == {3 if mode == "fp32" else 4}
+    assert not model.transformer_decoder.shared_masks  # the caller's model is untouched
     dims.clear()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(1, 3, 64, 64))
