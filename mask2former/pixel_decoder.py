@@ -185,8 +185,11 @@ class MSDeformAttn(nn.Module):
     which can flip a mask-attention decision whose logit is that close to 0.
     """
 
-    # Queries per step of the fast path: keeps its temporaries small (cache-sized on CPU).
-    chunk = 1024
+    # Queries per step of the fast path: bounds its temporaries (~10 MB at 4096). Each step is
+    # ~20 small element-wise calls, each waking the OpenMP threads; with PASSIVE waiting 4096
+    # is ~15% faster per pixel decoder than 1024 (Swin-L 1024x2048 bf16, 3.3 s vs 3.9 s), and
+    # equal with spinning threads or beside a competing job.
+    chunk = 4096
 
     def __init__(self, dim: int, num_levels: int, num_heads: int, num_points: int):
         super().__init__()
