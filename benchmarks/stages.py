@@ -60,6 +60,7 @@ def stage_gflop(net: Any, size: tuple[int, int]) -> dict[str, float]:
 
 
 def main() -> None:
+    import mask2former  # noqa: F401  before torch: the OpenMP wait policy the CLI and Segmenter users get
     import torch
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -95,11 +96,12 @@ def main() -> None:
              for k, v in peaks.items()}
     flops = stage_gflop(runs[a.modes[0]][1], size)
     info = machine()
+    policy = os.environ.get("OMP_WAIT_POLICY", "libgomp's default (spin, then sleep)")
     rows = [{"arch": a.arch, "size": size, "mode": mode, "stages": best[mode], "gflop": flops, "peaks": peaks,
-             "machine": info} for mode in a.modes]
-    lines = [f"{a.arch} {size[0]}x{size[1]}, image file -> label map, 1 image, {torch.get_num_threads()} threads; "
-             f"{machine_text(info)}. Matmul peaks measured in this run: fp32 {peaks['fp32']:.0f} GFLOP/s, "
-             f"bf16 {peaks['bf16']:.0f} GFLOP/s.", "",
+             "machine": info, "omp_wait_policy": policy} for mode in a.modes]
+    lines = [f"{a.arch} {size[0]}x{size[1]}, image file -> label map, 1 image, {torch.get_num_threads()} threads, "
+             f"OpenMP wait policy {policy}; {machine_text(info)}. Matmul peaks measured in this run: "
+             f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s.", "",
              "| mode | stage | seconds | share | GFLOP | GFLOP/s | % of fp32 peak | % of bf16 peak |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
