@@ -145,7 +145,7 @@ def deformable_attention(table: Tensor, geom: SamplingGeometry, xy: Tensor, weig
     Instead of materialising every sample (as ``grid_sample`` per level does), each
     (query, head) is one bag of 4*L*P table rows with bilinear x attention weights, summed by
     ``embedding_bag``: one pass, no (Q, M, D, L*P) intermediate. x and y go through each
-    step together: half the (small, overhead-bound) element-wise calls.
+    step together (half the element-wise calls, each on twice the elements).
     """
     q, _, m, k = xy.shape
     # Coordinates of both neighbours along each axis, (Q, 2, M, 2, L*P).

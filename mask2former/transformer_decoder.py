@@ -38,7 +38,8 @@ def head_masks(mask_logits: Tensor, size: tuple[int, int], heads: int, per_head:
 def shared_mask_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor) -> Tensor:
     """``attn``'s arithmetic with one mask for all heads, through SDPA: no per-head boolean
     copies and no float mask of (B*heads, Q, L) (at 1024x2048, 26M elements per layer).
-    Float rounding differs from nn.MultiheadAttention's, so only autocast inference uses it.
+    Float rounding differs from nn.MultiheadAttention's, so only autocast inference and the
+    int8 copy use it.
 
     q: (Q, B, C); k, v: (L, B, C); blocked: (B, 1, Q, L) bool, True = may not attend.
     Returns (Q, B, C)."""
