@@ -128,6 +128,12 @@ def pixel_coordinate(reference: Tensor, offset: Tensor, size: Tensor) -> Tensor:
     return (grid + 1) * (size / 2) - 0.5
 
 
+def position_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sampling positions are computed in: float32 for bf16 / fp16 data, whose 8 or
+    10 bits would move a point by up to half a pixel at 256 pixels wide; else ``dtype``."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _softmax(x: Tensor) -> Tensor:
     """Softmax over the last (short) axis; torch's kernel is slow on rows of a dozen."""
     e = (x - x.detach().amax(-1, keepdim=True)).exp()
@@ -248,7 +254,7 @@ class MSDeformAttn(nn.Module):
                 + self.sampling_offsets(query).view(n, lq, m, lv, p, 2) / normaliser[None, None, None, :, None, :],
                 F.softmax(self.attention_weights(query).view(n, lq, m, lv * p), -1).view(n, lq, m, lv, p)))
         k = lv * p
-        f = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype  # sampling precision
+        f = position_dtype(query.dtype)
         v = self.value_proj(value)
         # Under autocast the table keeps value_proj's bf16 / fp16 (those are its values; the
         # output projection rounds the sum to it again): an embedding_bag of half the bytes,
@@ -312,10 +318,7 @@ class DeformableTransformer(nn.Module):
         pos_flat = torch.cat(
             [p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, p in enumerate(pos)], 1
         )
-        # Positions stay float32 under bf16 / fp16: rounded to 8 bits they would move a sampling
-        # point by up to half a pixel (at 256 pixels wide).
-        low = src.dtype in (torch.float16, torch.bfloat16)
-        reference = reference_points(shapes, src.device, torch.float32 if low else src.dtype)
+        reference = reference_points(shapes, src.device, position_dtype(src.dtype))
         reference = reference.expand(src.shape[0], -1, len(shapes), -1)
         if layers.autocast_inference(src):  # the embeddings once in src's dtype, not a mixed add per layer
             pos_flat = pos_flat.to(src.dtype)
