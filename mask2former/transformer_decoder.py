@@ -35,6 +35,13 @@ def head_masks(mask_logits: Tensor, size: tuple[int, int], heads: int, per_head:
     return blocked
 
 
+def in_projection(attn: nn.MultiheadAttention, x: Tensor, i: int) -> Tensor:
+    """``attn``'s query (i=0), key (1) or value (2) projection of x (..., C), as its packed
+    ``in_proj_weight`` / ``in_proj_bias`` hold them."""
+    c, bias = attn.embed_dim, attn.in_proj_bias
+    return F.linear(x, attn.in_proj_weight[i * c:(i + 1) * c], None if bias is None else bias[i * c:(i + 1) * c])
+
+
 def shared_mask_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor) -> Tensor:
     """``attn``'s arithmetic with one mask for all heads, through SDPA: no per-head boolean
     copies and no float mask of (B*heads, Q, L) (at 1024x2048, 26M elements per layer).
@@ -44,11 +51,9 @@ def shared_mask_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: 
     q: (Q, B, C); k, v: (L, B, C); blocked: (B, 1, Q, L) bool, True = may not attend.
     Returns (Q, B, C)."""
     c, h = q.shape[-1], attn.num_heads
-    w, bias = attn.in_proj_weight, attn.in_proj_bias
 
     def heads(x: Tensor, i: int) -> Tensor:  # (L, B, C) -> (B, heads, L, d)
-        x = F.linear(x, w[i * c:(i + 1) * c], None if bias is None else bias[i * c:(i + 1) * c])
-        return x.view(x.shape[0], x.shape[1], h, c // h).permute(1, 2, 0, 3)
+        return in_projection(attn, x, i).view(x.shape[0], x.shape[1], h, c // h).permute(1, 2, 0, 3)
 
     out = F.scaled_dot_product_attention(heads(q, 0), heads(k, 1), heads(v, 2), attn_mask=blocked.logical_not())
     return attn.out_proj(out.permute(2, 0, 1, 3).flatten(2))

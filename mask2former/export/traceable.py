@@ -139,10 +139,9 @@ def _attention(attn: torch.nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tenso
     lq, b, c = q.shape
     h = attn.num_heads
     d = c // h
-    w, bias = attn.in_proj_weight, attn.in_proj_bias
 
     def heads(x: Tensor, i: int) -> Tensor:
-        x = F.linear(x.transpose(0, 1).contiguous(), w[i * c:(i + 1) * c], bias[i * c:(i + 1) * c])
+        x = transformer_decoder.in_projection(attn, x.transpose(0, 1).contiguous(), i)
         return x.view(b, -1, h, d).transpose(1, 2).reshape(b * h, -1, d)
 
     scores = (heads(q, 0) * d ** -0.5) @ heads(k, 1).transpose(1, 2)
