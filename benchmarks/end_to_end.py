@@ -307,6 +307,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
+    from mask2former.precision import PRECISIONS
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", nargs="+", default=["swin-t", "swin-l"], choices=["swin-t", "swin-l"])
     p.add_argument("--sizes", nargs="+", type=size_arg, default=["512x1024"], help="HxW, multiples of 32")
@@ -316,7 +318,7 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the isolated peak-memory runs")
     p.add_argument("--memory-only", action="store_true", help="only the peak-memory runs (no timing)")
     p.add_argument("--memory-repeats", type=int, default=2, help="whole-process runs per implementation")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8"],
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="our side's precision (transformers always runs its fp32)")
     p.add_argument("--out", default=os.path.join(RESULTS, "end_to_end"), help="output path without extension")
     a = p.parse_args()
