@@ -52,7 +52,7 @@ def child(args: dict[str, Any]) -> dict[str, float]:
 
     @torch.inference_mode()
     def call(precision: str, chunk: int | None) -> None:
-        attn.fast = chunk is not None
+        attn.inexact = chunk is not None
         attn.chunk = chunk or s
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             attn(query, ref, value, shapes)

@@ -19,6 +19,28 @@ def autocast_inference(x: Tensor) -> bool:
         return torch.is_autocast_cpu_enabled() if x.device.type == "cpu" else torch.is_autocast_enabled()
 
 
+def inexact_inference(module: nn.Module, x: Tensor) -> bool:
+    """The one switch of the inexact fast forms (the deformable attention's ``embedding_bag``
+    sampling, the decoder's one mask for all heads, Swin's larger attention steps): on under
+    autocast inference, and in a model marked by :func:`allow_inexact` (the int8 mode's copy).
+    Exact fp32 inference never takes them: they change float rounding, hence bits."""
+    return module.inexact or autocast_inference(x)
+
+
+def allow_inexact(model: nn.Module, on: bool = True) -> nn.Module:
+    """Sets ``inexact`` on every component of ``model`` that has an inexact fast form (a
+    class attribute ``inexact``); returns ``model``."""
+    for m in model.modules():
+        if hasattr(type(m), "inexact"):
+            m.inexact = on
+    return model
+
+
+def inexact_components(model: nn.Module) -> list[nn.Module]:
+    """The components of ``model`` marked inexact."""
+    return [m for m in model.modules() if getattr(m, "inexact", False)]
+
+
 class NormConv2d(nn.Conv2d):
     """Conv -> norm -> optional ReLU, stored as ``weight`` + ``norm.*`` like detectron2's Conv2d,
     so checkpoints of the original load under their own names."""

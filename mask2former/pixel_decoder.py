@@ -183,12 +183,13 @@ def by_token_blocks(fn, x: Tensor, rows: int = 2048) -> Tensor:
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention. Two numerically equivalent paths: the reference one
     (default, and what exact fp32 inference runs; op for op transformers', so bit-identical to
-    it), and ``fast``: bilinear sampling and weighting in one ``embedding_bag`` over query
+    it), and the fast one: bilinear sampling and weighting in one ``embedding_bag`` over query
     chunks, about 2x faster per layer, on a quiet machine and beside a competing process alike
     (``benchmarks/sampling.py``), and without the (N*M, D, Lq, L*P) sample tensors. The fast
-    path runs when ``fast`` is set, in inference under autocast (the bf16 / fp16 modes) and in
-    the int8 mode. Both support autograd. They differ by float rounding (~1e-7 relative),
-    which can flip a mask-attention decision whose logit is that close to 0.
+    path runs where :func:`layers.inexact_inference` says: in inference under autocast (the
+    bf16 / fp16 modes) and in models marked by :func:`layers.allow_inexact` (the int8 mode).
+    Both support autograd. They differ by float rounding (~1e-7 relative), which can flip a
+    mask-attention decision whose logit is that close to 0.
     """
 
     # Queries per step of the fast path: bounds its temporaries (~10 MB at 4096). Each step is
@@ -196,6 +197,7 @@ class MSDeformAttn(nn.Module):
     # is ~15% faster per pixel decoder than 1024 (Swin-L 1024x2048 bf16, 3.3 s vs 3.9 s), and
     # equal with spinning threads or beside a competing job.
     chunk = 4096
+    inexact = False  # see layers.allow_inexact
 
     def __init__(self, dim: int, num_levels: int, num_heads: int, num_points: int):
         super().__init__()
@@ -204,7 +206,6 @@ class MSDeformAttn(nn.Module):
         self.attention_weights = nn.Linear(dim, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(dim, dim)
         self.output_proj = nn.Linear(dim, dim)
-        self.fast = False
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -239,7 +240,7 @@ class MSDeformAttn(nn.Module):
 
     def samples_fast(self, query: Tensor) -> bool:
         """Whether this call takes the ``embedding_bag`` sampling (see the class docstring)."""
-        return self.fast or layers.autocast_inference(query)
+        return layers.inexact_inference(self, query)
 
     def forward(self, query: Tensor, reference: Tensor, value: Tensor, shapes: list[tuple[int, int]]) -> Tensor:
         """query: (N, Lq, C); reference: (N, Lq, L, 2) normalised (x, y); value: (N, S, C)."""
@@ -374,16 +375,6 @@ class MSDeformAttnPixelDecoder(nn.Module):
             self.lateral.append(lateral)
             self.output.append(output)
         self.num_fpn = num_fpn
-
-    @property
-    def fast_sampling(self) -> bool:
-        """Whether the deformable attention runs its fast path (see :class:`MSDeformAttn`)."""
-        return all(layer.self_attn.fast for layer in self.transformer.encoder.layers)
-
-    @fast_sampling.setter
-    def fast_sampling(self, on: bool) -> None:
-        for layer in self.transformer.encoder.layers:
-            layer.self_attn.fast = bool(on)
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """features: backbone maps, finest first. Returns the mask features (N, mask_dim, H/4, W/4)

@@ -32,6 +32,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from .layers import allow_inexact
+
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
@@ -181,9 +183,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
             or ".mask_embed." in f".{name}."}
     names = {name for name, m in model.named_modules() if type(m) is nn.Linear and id(m) not in keep}
     quantized = copy.deepcopy(model)
-    if hasattr(quantized, "pixel_decoder"):  # a copy of our own: not exact anyway, so the faster sampling
-        quantized.pixel_decoder.fast_sampling = True  # and decoder attention
-        quantized.transformer_decoder.shared_masks = True
+    allow_inexact(quantized)  # not exact anyway: the fast forms too
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
         from torch.ao.quantization import quantize_dynamic

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import Mask2FormerConfig
-from .layers import MLP, autocast_inference
+from .layers import MLP, inexact_inference
 from .position_encoding import sine_position_encoding
 
 
@@ -130,6 +130,8 @@ class DecoderRecord:
 
 
 class MultiScaleMaskedTransformerDecoder(nn.Module):
+    inexact = False  # see layers.allow_inexact
+
     def __init__(self, in_channels: int, cfg: Mask2FormerConfig):
         super().__init__()
         dim, heads, n = cfg.hidden_dim, cfg.num_attention_heads, cfg.decoder_layers - 1
@@ -155,9 +157,6 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 self.input_proj.append(nn.Sequential())
         # Off: earlier predictions skip their full-size mask logits (see forward); inference only.
         self.auxiliary_masks = True
-        # On: one attention mask for all heads (shared_mask_attention), as autocast inference
-        # always does; the int8 mode's copy sets it (inexact anyway).
-        self.shared_masks = False
         self.class_embed = nn.Linear(dim, cfg.num_labels + 1)
         self.mask_embed = MLP(dim, dim, cfg.mask_feature_size, 3)
         for layer in list(self.transformer_self_attention_layers) + list(self.transformer_cross_attention_layers) \
@@ -175,7 +174,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         (B, Q, K+1) and mask logits (B, Q, H/4, W/4). Inside, tensors are sequence-first
         (L, B, C) and attention runs through ``nn.MultiheadAttention`` with per-head boolean
         masks, as in the original, so that the logits are the original's bit for bit (under
-        autocast inference, :func:`shared_mask_attention`, ~2.5x faster at 1024x2048). With
+        inexact inference, :func:`shared_mask_attention`, ~2.5x faster at 1024x2048). With
         ``auxiliary_masks`` off (inference that only needs the final prediction), each
         earlier prediction's full-size mask logits are dropped once its attention mask is
         drawn: the same numbers, without holding every layer's masks.
@@ -202,8 +201,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             if last:
                 break
             nxt = i % self.num_levels  # the level the next layer attends to
-            # Autocast inference (bits are not the original's anyway): one mask for all heads.
-            shared = self.shared_masks or autocast_inference(mask)
+            # Inexact inference (bits are not the original's anyway): one mask for all heads.
+            shared = inexact_inference(self, mask)
             attn_mask = head_masks(mask, sizes[nxt], self.num_heads, per_head=not shared)
             del mask
             if record is not None and record.hidden_states is not None:

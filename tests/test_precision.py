@@ -10,6 +10,7 @@ from torch import nn
 
 from hf_models import SMALL_HEAD, SMALL_SWIN, hf_forward, hf_model, save_hf
 from mask2former import Mask2FormerForUniversalSegmentation, precision
+from mask2former.layers import allow_inexact, inexact_components
 from mask2former.pixel_decoder import (MSDeformAttn, deformable_attention_reference, reference_points)
 from mask2former.processor import Mask2FormerImageProcessor
 from mask2former.segmenter import Segmenter
@@ -65,7 +66,7 @@ def test_fast_deformable_attention_matches_the_reference(batch):
     query, value = torch.randn(batch, s, 32, requires_grad=True), torch.randn(batch, s, 32, requires_grad=True)
     ref = reference_points(shapes, query.device, query.dtype).expand(batch, -1, 3, -1)
     expected = attn(query, ref, value, shapes)
-    attn.fast = True
+    attn.inexact = True
     ours = attn(query, ref, value, shapes)
     assert (ours - expected).abs().max() < 1e-5
     g_ours = torch.autograd.grad(ours.square().sum(), (query, value))
@@ -94,9 +95,10 @@ def test_window_attention_split_at_the_seam_is_bit_identical(h, w, ws):
         assert torch.equal(attn(x, mask), whole)
 
 
-def test_window_attention_steps_are_larger_under_autocast_inference(monkeypatch):
+def test_window_attention_steps_are_larger_in_inexact_inference(monkeypatch):
     """fp32 keeps its step size (a GEMM's row count is part of its bits); autocast inference
-    attends 4x as many windows per step, and agrees with one step of all windows."""
+    and a module marked inexact (the int8 mode) attend 4x as many windows per step, and agree
+    with one step of all windows."""
     from mask2former.backbone import swin
 
     torch.manual_seed(0)
@@ -115,6 +117,11 @@ def test_window_attention_steps_are_larger_under_autocast_inference(monkeypatch)
             assert calls == [8] * 4
             monkeypatch.setattr(swin.WindowAttention, "chunk_bytes", 2**30)
             torch.testing.assert_close(stepped, attn(x, None), rtol=2e-2, atol=2e-2)
+        monkeypatch.setattr(swin.WindowAttention, "chunk_bytes", 2 * 4 * 49 * 4 * 49)
+        calls.clear()
+        allow_inexact(attn)
+        attn(x, None)
+        assert calls == [8] * 4
 
 
 def test_reference_path_is_transformers_arithmetic():
@@ -135,7 +142,8 @@ def test_inference_fast_paths_match_transformers(tmp_path, kwargs, size):
     """The opt-in fast deformable sampling (final mask logits only) against transformers."""
     ref_model = hf_model("swin", kwargs, **SMALL_HEAD)
     ours = Mask2FormerForUniversalSegmentation.from_pretrained(save_hf(ref_model, tmp_path))
-    ours.pixel_decoder.fast_sampling, ours.transformer_decoder.auxiliary_masks = True, False
+    allow_inexact(ours.pixel_decoder)  # the sampling alone: the decoder keeps its per-head masks
+    ours.transformer_decoder.auxiliary_masks = False
     x = torch.randn(1, 3, *size)
     with torch.inference_mode():
         out = ours(x)
@@ -163,7 +171,7 @@ def test_segmenter_fp32_is_the_plain_model(model, images):
     seg, labels = segment(model, images)
     assert seg.precision.used == "fp32" and seg.precision.message is None
     # The inference switches are restored after each call.
-    assert model.transformer_decoder.auxiliary_masks and not model.pixel_decoder.fast_sampling
+    assert model.transformer_decoder.auxiliary_masks and not inexact_components(model)
     proc = Mask2FormerImageProcessor(do_resize=False)
     expected = []
     with torch.inference_mode():
@@ -214,6 +222,10 @@ def test_int8_agrees_with_fp32_and_leaves_the_model_alone(model, images):
     assert agreement(labels, exact) >= 0.98
     assert type(model.backbone.layers[0].blocks[0].mlp.fc1) is nn.Linear  # the caller's model is not quantised
     assert type(seg.model.backbone.layers[0].blocks[0].mlp.fc1) is not nn.Linear
+    # The copy (only) takes every inexact fast form: sampling, shared decoder mask, Swin steps.
+    marked = {type(m).__name__ for m in inexact_components(seg.model)}
+    assert marked == {"MSDeformAttn", "MultiScaleMaskedTransformerDecoder", "WindowAttention"}
+    assert not inexact_components(model)
     if precision.int8_conv_available():
         assert "_conv_forward" in vars(seg.model.pixel_decoder.mask_features) and "convolutions" in seg.precision.path
         assert "_conv_forward" not in vars(model.pixel_decoder.mask_features)
@@ -237,7 +249,7 @@ def test_sampling_path_of_each_mode(model, images, mode, monkeypatch):
     assert seg.precision.used == mode
     assert (calls["fast"] > 0) == (mode != "fp32") and (calls["reference"] > 0) == (mode == "fp32")
     assert tables == {"fp32": set(), "bf16": {torch.bfloat16}, "int8": {torch.float32}}[mode]
-    assert not model.pixel_decoder.fast_sampling  # the caller's model is untouched
+    assert not inexact_components(model)  # the caller's model is untouched
     calls.update(fast=0, reference=0)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast training keeps the reference path
         model(torch.randn(1, 3, 64, 64))
@@ -310,7 +322,7 @@ def test_decoder_masks_of_each_mode(model, images, mode, monkeypatch):
         monkeypatch.setattr(precision, "cpu_bf16_path", lambda: "forced for the test")
     seg, _ = segment(model, images[:1], precision=mode)
     assert seg.precision.used == mode and dims and set(dims) == {3 if mode == "fp32" else 4}
-    assert not model.transformer_decoder.shared_masks  # the caller's model is untouched
+    assert not inexact_components(model)  # the caller's model is untouched
     dims.clear()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(1, 3, 64, 64))

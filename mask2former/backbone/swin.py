@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import SwinConfig
-from ..layers import autocast_inference
+from ..layers import autocast_inference, inexact_inference
 from ..pixel_decoder import by_token_blocks
 
 
@@ -59,12 +59,13 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     # Windows attended per step: bounds the q/k/v, mask and output temporaries (memory peak)
-    # to a few MB whatever the image size, instead of all windows at once. Under autocast
+    # to a few MB whatever the image size, instead of all windows at once. In inexact
     # inference (no fp32 bits to keep: a step's row count changes a GEMM's rounding) steps
     # are 4x larger: SDPA on 144-token windows is ~1.7x faster per FLOP at 16 windows per call
     # than at 4 (Swin-L 1024x2048 bf16 backbone 5.4 s -> 4.8 s, AMX).
     chunk_bytes = 8 * 2**20
-    autocast_chunk_factor = 4
+    inexact_chunk_factor = 4
+    inexact = False  # see layers.allow_inexact
 
     def forward(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
         """x: (B*nW, N, C) windows of N tokens; mask: (nW, N, N) additive or None."""
@@ -72,7 +73,7 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
         nw = mask.shape[0] if mask is not None else bw
-        budget = self.chunk_bytes * (self.autocast_chunk_factor if autocast_inference(x) else 1)
+        budget = self.chunk_bytes * (self.inexact_chunk_factor if inexact_inference(self, x) else 1)
         step = max(1, min(nw, budget // (4 * n * max(3 * c, self.num_heads * n))))
         # Steps never straddle two images, so each uses one slice of the (nW, ...) mask.
         seam = None if mask is None else mask.flatten(1).ne(0).any(1)  # (nW,) windows across the shift's seam

@@ -168,7 +168,6 @@ def _self_attention(self: transformer_decoder.SelfAttentionLayer, tgt: Tensor, q
 @contextlib.contextmanager
 def traceable(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Within the block, ``model`` (and every model of its kind) runs its export-friendly form."""
-    from ..pixel_decoder import MSDeformAttnPixelDecoder
     from ..transformer_decoder import MultiScaleMaskedTransformerDecoder
 
     layers = (transformer_decoder.CrossAttentionLayer, transformer_decoder.SelfAttentionLayer)
@@ -176,10 +175,10 @@ def traceable(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
              pixel_decoder.MSDeformAttn.forward, pixel_decoder.reference_points) + tuple(c.forward for c in layers)
     switches = []
     for module in model.modules():
-        if isinstance(module, MSDeformAttnPixelDecoder):
-            switches.append((module, "fast_sampling", False))
-        elif isinstance(module, MultiScaleMaskedTransformerDecoder):
+        if isinstance(module, MultiScaleMaskedTransformerDecoder):
             switches.append((module, "auxiliary_masks", False))
+        if hasattr(type(module), "inexact"):  # the export is of the exact form
+            switches.append((module, "inexact", False))
     values = [(module, name, getattr(module, name)) for module, name, _ in switches]
     swin.WindowLayout, swin.shifted_window_mask = MaskedWindowLayout, region_window_mask
     swin.WindowAttention.forward = _window_attention
