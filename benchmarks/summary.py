@@ -4,7 +4,8 @@
 
 Reads the JSON rows ``end_to_end.py`` wrote (default: every ``end_to_end*.json`` in
 benchmarks/results except the before/after and 1-thread variants) and prints one line per
-(architecture, size, batch, our precision), sorted. Ratios are ours / transformers measured in the same run.
+(machine, architecture, size, batch, our precision), sorted: a later file replaces an
+earlier row of the same key, rows of another machine stand beside it. Ratios are ours / transformers measured in the same run.
 """
 from __future__ import annotations
 
@@ -25,13 +26,15 @@ def rows_from(paths: list[str]) -> list[dict[str, Any]]:
     for path in paths:
         with open(path) as f:
             for r in json.load(f):
-                key = (r["arch"], tuple(r["size"]), r["batch"], r.get("precision", "fp32"))
-                if "ours" not in r and key in rows:  # a --memory-only run: its memory figures replace
+                key = (r["arch"], tuple(r["size"]), r["batch"], r.get("precision", "fp32"), machine_text(r.get("machine")))
+                if "ours" not in r:  # a --memory-only run: joins the time row of its own machine, else any
+                    key = key if key in rows else next((k for k in rows if k[:4] == key[:4]), key)
+                if "ours" not in r and key in rows:  # its memory figures replace
                     rows[key] = {**rows[key], **{k: v for k, v in r.items() if k != "machine"},
                                  "memory_machine": r.get("machine")}
                 else:
                     rows[key] = r  # a later file replaces an earlier one
-    return [rows[k] for k in sorted(rows, key=lambda k: (k[0] != "swin-t", k[1][0] * k[1][1], k[2], k[3] != "fp32", k[3]))]
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[4], k[0] != "swin-t", k[1][0] * k[1][1], k[2], k[3] != "fp32", k[3]))]
 
 
 def where(row: dict[str, Any]) -> str:
