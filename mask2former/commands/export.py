@@ -39,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
 
     model = Mask2FormerForUniversalSegmentation.from_pretrained(args.model)
     program = export_model(model)
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with atomic_path(output) as tmp:  # a temporary .pt2 name (torch.export.save wants one), renamed when complete
         torch.export.save(program, tmp)
     print(f"wrote {output} (torch.export program; load with torch.export.load)", file=sys.stderr)

@@ -92,7 +92,6 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module], output: Union[s
     _set_metadata(proto, meta)
     check_standard(proto)
     output = os.fspath(output)
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with atomic_path(output) as tmp:
         onnx.save_model(proto, tmp)
         onnx.checker.check_model(tmp, full_check=True)  # the written file, with shape inference
