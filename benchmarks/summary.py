@@ -34,7 +34,8 @@ def rows_from(paths: list[str]) -> list[dict[str, Any]]:
                                  "memory_machine": r.get("machine")}
                 else:
                     rows[key] = r  # a later file replaces an earlier one
-    return [rows[k] for k in sorted(rows, key=lambda k: (k[4], k[0] != "swin-t", k[1][0] * k[1][1], k[2], k[3] != "fp32", k[3]))]
+    # AMX machines first (the class the performance targets name), then by machine, model, size.
+    return [rows[k] for k in sorted(rows, key=lambda k: (", AMX," not in k[4], k[4], k[0] != "swin-t", k[1][0] * k[1][1], k[2], k[3] != "fp32", k[3]))]
 
 
 def where(row: dict[str, Any]) -> str:
