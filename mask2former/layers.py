@@ -30,6 +30,8 @@ def inexact_inference(module: nn.Module, x: Tensor) -> bool:
 def allow_inexact(model: nn.Module, on: bool = True) -> nn.Module:
     """Sets ``inexact`` on every component of ``model`` that has an inexact fast form (a
     class attribute ``inexact``); returns ``model``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"allow_inexact takes a torch.nn.Module, not {type(model).__name__}")
     for m in model.modules():
         if hasattr(type(m), "inexact"):
             m.inexact = on

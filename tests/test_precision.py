@@ -122,6 +122,8 @@ def test_window_attention_steps_are_larger_in_inexact_inference(monkeypatch):
         allow_inexact(attn)
         attn(x, None)
         assert calls == [8] * 4
+    with pytest.raises(TypeError, match="not str"):
+        allow_inexact("models/demo-street")
 
 
 def test_reference_path_is_transformers_arithmetic():
