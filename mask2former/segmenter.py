@@ -169,13 +169,17 @@ class Segmenter:
             self.device = torch.device("cpu")
             self.precision, self.info = self.model.precision, self.model.info
         else:
-            if isinstance(model, (str, os.PathLike)):
+            owned = isinstance(model, (str, os.PathLike))
+            if owned:
                 model = Mask2FormerForUniversalSegmentation.from_pretrained(model)
             self.model = model.to(self.device).eval()
+            del model
             if self.device.type == "cpu":
                 precision_mod.configure_threads(num_threads)
-            # Optional faster numerics; int8 runs on a quantised copy, the caller's model is untouched.
-            self.model, self.precision = precision_mod.prepare(self.model, precision, self.device, compile=compile)
+            # Optional faster numerics; int8 runs on a quantised copy (the caller's model is
+            # untouched), or quantises in place a model loaded here (no second float copy).
+            self.model, self.precision = precision_mod.prepare(self.model, precision, self.device, compile=compile,
+                                                               owned=owned)
             self.info = ModelInfo.of(self.model, name)
         self.task = task or self.info.task
         if self.task not in TASKS:

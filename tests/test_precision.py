@@ -272,6 +272,17 @@ def test_int8_on_the_trained_demo_model():
     assert agreement([r.labels for r in fast(scenes)], exact) >= 0.998  # measured 99.94%
 
 
+def test_int8_in_place_for_a_model_the_caller_owns(model):
+    """A Segmenter that loaded the model itself quantises it in place: no second float copy."""
+    import copy
+
+    owned = copy.deepcopy(model)
+    quantized = precision.quantize_int8(owned, in_place=True)
+    assert quantized is owned and type(owned.backbone.layers[0].blocks[0].mlp.fc1) is not nn.Linear
+    assert inexact_components(owned)
+    assert type(model.backbone.layers[0].blocks[0].mlp.fc1) is nn.Linear
+
+
 def test_plans():
     cpu = torch.device("cpu")
     assert precision.plan_precision("int8", torch.device("cuda")).used == "fp32"
