@@ -50,8 +50,7 @@ def class_pixels(result: SegmentationResult) -> list[int]:
 
 def write_image(result: SegmentationResult, stem: str, opts: WriteOptions) -> dict[str, Any]:
     """Write one image's files (each atomically); return its summary record."""
-    base = os.path.join(opts.out, stem)
-    os.makedirs(os.path.dirname(base), exist_ok=True)
+    base = os.path.join(opts.out, stem)  # folders of nested stems are made by the atomic writes
     picture = shown(result, opts.show_threshold)
     picture.save_labels(base + "_labels.png")
     if opts.overlay:
