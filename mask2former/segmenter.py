@@ -173,7 +173,6 @@ class Segmenter:
             if owned:
                 model = Mask2FormerForUniversalSegmentation.from_pretrained(model)
             self.model = model.to(self.device).eval()
-            del model
             if self.device.type == "cpu":
                 precision_mod.configure_threads(num_threads)
             # Optional faster numerics; int8 runs on a quantised copy (the caller's model is
