@@ -29,13 +29,17 @@ def rows_from(paths: list[str]) -> list[dict[str, Any]]:
                 key = (r["arch"], tuple(r["size"]), r["batch"], r.get("precision", "fp32"), machine_text(r.get("machine")))
                 if "ours" not in r:  # a --memory-only run: joins the time row of its own machine, else any
                     key = key if key in rows else next((k for k in rows if k[:4] == key[:4]), key)
-                if "ours" not in r and key in rows:  # its memory figures replace
-                    rows[key] = {**rows[key], **{k: v for k, v in r.items() if k != "machine"},
-                                 "memory_machine": r.get("machine")}
-                else:
-                    rows[key] = r  # a later file replaces an earlier one
-    # AMX machines first (the class the performance targets name), then by machine, model, size.
-    return [rows[k] for k in sorted(rows, key=lambda k: (", AMX," not in k[4], k[4], k[0] != "swin-t", k[1][0] * k[1][1], k[2], k[3] != "fp32", k[3]))]
+                    if key in rows:
+                        rows[key] = {**rows[key], **{k: v for k, v in r.items() if k != "machine"},
+                                     "memory_machine": r.get("machine")}
+                        continue
+                rows[key] = r  # a later file replaces an earlier one
+
+    def order(k: tuple) -> tuple:  # AMX machines first (the class the targets name), then machine, model, size
+        amx = bool((rows[k].get("machine") or {}).get("amx"))
+        return (not amx, k[4], k[0] != "swin-t", k[1][0] * k[1][1], k[2], k[3] != "fp32", k[3])
+
+    return [rows[k] for k in sorted(rows, key=order)]
 
 
 def where(row: dict[str, Any]) -> str:
