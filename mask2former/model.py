@@ -127,9 +127,12 @@ class Mask2FormerPreTrainedModel(nn.Module):
     def _network(self, pixel_values: Tensor, hidden_states: bool, attentions: bool) -> _Network:
         """pixel_values: (B, 3, H, W). Hidden states and attentions are only collected when asked."""
         features = self.backbone(pixel_values)
-        mask_features, multi_scale = self.pixel_decoder(features)
-        if not hidden_states:  # only the last map is returned: the finer ones go before the decoder runs
-            features = features[-1:]
+        if hidden_states:
+            mask_features, multi_scale = self.pixel_decoder(features)
+        else:  # only the last map is returned: the others go as soon as the pixel decoder has read them
+            last = features[-1]
+            mask_features, multi_scale = self.pixel_decoder(features, release=True)
+            features = [last]
         # The decoder's attention is always the original's explicit one (nn.MultiheadAttention),
         # so "sdpa" and "eager" compute the same bits; the weights are only kept when asked for.
         record = DecoderRecord(hidden_states=[] if hidden_states else None, intermediate=[] if hidden_states else None,

@@ -376,22 +376,32 @@ class MSDeformAttnPixelDecoder(nn.Module):
             self.output.append(output)
         self.num_fpn = num_fpn
 
-    def forward(self, features: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    def forward(self, features: list[Tensor], release: bool = False) -> tuple[Tensor, list[Tensor]]:
         """features: backbone maps, finest first. Returns the mask features (N, mask_dim, H/4, W/4)
-        and the three multi-scale maps for the transformer decoder, coarsest first."""
+        and the three multi-scale maps for the transformer decoder, coarsest first.
+
+        ``release``: the caller gives the list up, and each map is set to None in it once read
+        (in inference the backbone's maps are a large part of the memory peak: 190 MB for
+        Swin-L at 1024x2048)."""
         coarse = features[-self.num_levels:][::-1]
+        if release:
+            features[-self.num_levels:] = [None] * self.num_levels
         srcs = [proj(_conv_input(x)) for proj, x in zip(self.input_proj, coarse)]
+        del coarse
         pos = [sine_position_encoding(x.shape[0], x.shape[2], x.shape[3], x.shape[1] // 2, x.device, x.dtype)
                for x in srcs]
         memory = self.transformer(srcs, pos)
+        sizes = [s.shape[-2:] for s in srcs]
+        del srcs, pos  # not read again: fewer maps alive in the FPN below (the network's memory peak)
         n = memory.shape[0]
         outs, start = [], 0
-        for s in srcs:
-            h, w = s.shape[-2:]
+        for h, w in sizes:
             outs.append(memory[:, start:start + h * w].transpose(1, 2).reshape(n, -1, h, w))
             start += h * w
         for idx in range(self.num_fpn - 1, -1, -1):
             x = self.lateral[idx](_conv_input(features[idx]))
+            if release:
+                features[idx] = None
             # Resized as the strided view of the encoder's memory, as the original does: a
             # contiguous copy is cheaper but takes another kernel, which rounds differently.
             # Under bf16 / fp16 the bits are not the original's anyway: a contiguous copy in
@@ -403,7 +413,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
             else:  # inference: fewer full-resolution maps alive at once (memory peak)
                 x = x.add_(up.to(x.dtype))  # bf16 += fp32 in place is a slow mixed-dtype kernel
                 del up
-                outs.append(_norm_conv_inplace(self.output[idx], x))
+                layer = self.output[idx]
+                y = layer._conv_forward(x, layer.weight, layer.bias)  # the conv itself (an int8 model swaps it)
+                del x  # the sum is not read again: one full-resolution map fewer at the norm
+                y = _norm_relu_inplace(layer, y)
+                outs.append(y)
         return self.mask_features(outs[-1]), outs[: self.num_levels]
 
 
@@ -413,9 +427,9 @@ def _conv_input(x: Tensor) -> Tensor:
     return x if layers.autocast_inference(x) else x.float()
 
 
-def _norm_conv_inplace(layer: NormConv2d, x: Tensor) -> Tensor:
-    """``layer(x)`` with its ReLU in place (inference only)."""
-    y = layer._conv_forward(x, layer.weight, layer.bias)  # the conv itself (an int8 model swaps it)
+def _norm_relu_inplace(layer: NormConv2d, y: Tensor) -> Tensor:
+    """The rest of ``layer`` after its conv, on the conv's output y, with the ReLU in place
+    (inference only)."""
     if layer.norm is not None:
         y = layer.norm(y)
     return F.relu_(y) if layer.relu else y

@@ -7,6 +7,7 @@ the first layer and after every layer; all of them are returned for deep supervi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -59,6 +60,45 @@ def shared_mask_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: 
     return attn.out_proj(out.permute(2, 0, 1, 3).flatten(2))
 
 
+# Bytes of each (heads, Q, L) temporary in one step of stepped_attention. Smaller steps were
+# faster on an idle CPU but up to 1.6x slower beside a competing job (more, smaller parallel
+# regions); 32 MB won in both (A/B in docs/performance.md).
+ATTENTION_STEP_BYTES = 32 * 2**20
+
+
+def stepped_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor,
+                      step_bytes: int = ATTENTION_STEP_BYTES) -> Tensor:
+    """``attn(q, k, v, attn_mask=blocked)[0]`` in inference, bit for bit on the CPU, a few heads
+    at a time: the float mask, scores and probabilities of all heads, (B*heads, Q, L) each,
+    are the decoder's largest temporaries (3 x 105 MB per stride-8 layer at 1024x2048); here
+    the scores are made in the mask's buffer, and a step holds two such tensors of a few heads.
+
+    The operations are nn.MultiheadAttention's own (its explicit path, which transformers and
+    the original take); on the CPU its batched products already run one head at a time, so
+    taking the heads in steps computes the same bits.
+
+    q: (Q, B, C); k, v: (L, B, C); blocked: (B*heads, Q, L) bool, True = may not attend.
+    Returns (Q, B, C)."""
+    tq, b, c = q.shape
+    heads, length = attn.num_heads, k.shape[0]
+    d = c // heads
+
+    def split(x: Tensor, i: int) -> Tensor:  # (L, B, C) -> (B*heads, L, d), as a view
+        return in_projection(attn, x, i).view(x.shape[0], b * heads, d).transpose(0, 1)
+
+    qh = split(q, 0) * math.sqrt(1.0 / float(d))
+    kh, vh = split(k, 1), split(v, 2)
+    out = qh.new_empty(b * heads, tq, d)
+    step = max(1, step_bytes // max(tq * length * qh.element_size(), 1))
+    for s in range(0, b * heads, step):
+        e = min(s + step, b * heads)
+        scores = torch.zeros(blocked[s:e].shape, dtype=qh.dtype, device=qh.device).masked_fill_(blocked[s:e], float("-inf"))
+        scores.baddbmm_(qh[s:e], kh[s:e].transpose(-2, -1))  # in place: baddbmm copies the mask first anyway
+        torch.bmm(F.softmax(scores, dim=-1), vh[s:e], out=out[s:e])
+        del scores
+    return attn.out_proj(out.transpose(0, 1).reshape(tq * b, c)).view(tq, b, c)
+
+
 class CrossAttentionLayer(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float, pre_norm: bool):
         super().__init__()
@@ -72,6 +112,8 @@ class CrossAttentionLayer(nn.Module):
         q = self.norm(tgt) if self.pre_norm else tgt
         if mask is not None and mask.dim() == 4:
             out = shared_mask_attention(self.multihead_attn, q + query_pos, memory + pos, memory, mask)
+        elif mask is not None and memory.device.type == "cpu" and not (torch.is_grad_enabled() or self.training):
+            out = stepped_attention(self.multihead_attn, q + query_pos, memory + pos, memory, mask)
         else:
             out = self.multihead_attn(q + query_pos, memory + pos, memory, attn_mask=mask)[0]
         out = tgt + self.dropout(out)

@@ -108,3 +108,38 @@ def test_head_masks_are_the_originals():
     expected = small.sigmoid().flatten(2).unsqueeze(1).repeat(1, heads, 1, 1).flatten(0, 1) < 0.5
     expected[torch.where(expected.sum(-1) == expected.shape[-1])] = False
     assert torch.equal(head_masks(logits, size, heads), expected)
+
+
+@pytest.mark.parametrize("step_bytes", [1, 3 * 40 * 96 * 4, 2**40])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_stepped_attention_is_multihead_attention(step_bytes, batch):
+    """The decoder's cross-attention a few heads at a time (one head, three of eight, all at
+    once) computes nn.MultiheadAttention's bits, the original's and transformers' arithmetic."""
+    from mask2former.transformer_decoder import stepped_attention
+
+    torch.manual_seed(batch)
+    attn = torch.nn.MultiheadAttention(64, 8).eval()
+    q, k, v = torch.randn(40, batch, 64), torch.randn(96, batch, 64), torch.randn(96, batch, 64)
+    blocked = torch.rand(batch * 8, 40, 96) < 0.6
+    blocked[3] = False  # a head that may see everything
+    with torch.inference_mode():
+        expected = attn(q, k, v, attn_mask=blocked)[0]
+        assert torch.equal(stepped_attention(attn, q, k, v, blocked, step_bytes), expected)
+
+
+def test_pixel_decoder_lets_the_backbone_maps_go_only_when_given_them(tmp_path):
+    """``release=True`` (what the model does when no hidden states are asked for) drops each
+    backbone map from the caller's list once read, with the same outputs; by default the
+    list is left as it was."""
+    from mask2former import Mask2FormerForUniversalSegmentation
+
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(save_hf(hf_model("swin"), tmp_path)).eval()
+    with torch.inference_mode():
+        features = model.backbone(torch.randn(1, 3, 96, 128))
+        kept = list(features)
+        expected = model.pixel_decoder(kept)
+        assert all(a is b for a, b in zip(kept, features))
+        given = list(features)
+        got = model.pixel_decoder(given, release=True)
+    assert given == [None] * len(features)
+    assert torch.equal(got[0], expected[0]) and all(torch.equal(a, b) for a, b in zip(got[1], expected[1]))
