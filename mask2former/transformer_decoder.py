@@ -215,7 +215,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         Returns per-prediction lists (first = before any layer, last = final) of class logits
         (B, Q, K+1) and mask logits (B, Q, H/4, W/4). Inside, tensors are sequence-first
         (L, B, C) and attention runs through ``nn.MultiheadAttention`` with per-head boolean
-        masks, as in the original, so that the logits are the original's bit for bit (under
+        masks, as in the original (CPU inference: its operations a few heads at a time,
+        :func:`stepped_attention`), so that the logits are the original's bit for bit (under
         inexact inference, :func:`shared_mask_attention`, ~2.5x faster at 1024x2048). With
         ``auxiliary_masks`` off (inference that only needs the final prediction), each
         earlier prediction's full-size mask logits are dropped once its attention mask is
