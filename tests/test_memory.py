@@ -143,3 +143,21 @@ def test_pixel_decoder_lets_the_backbone_maps_go_only_when_given_them(tmp_path):
         got = model.pixel_decoder(given, release=True)
     assert given == [None] * len(features)
     assert torch.equal(got[0], expected[0]) and all(torch.equal(a, b) for a, b in zip(got[1], expected[1]))
+
+
+def test_cross_attention_takes_steps_only_in_inference(monkeypatch):
+    """CPU inference takes the stepped form; with gradients (training) the layer keeps
+    nn.MultiheadAttention itself, whose autograd and dropout the steps do not have."""
+    from mask2former import transformer_decoder
+
+    calls = []
+    real = transformer_decoder.stepped_attention
+    monkeypatch.setattr(transformer_decoder, "stepped_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    layer = transformer_decoder.CrossAttentionLayer(32, 4, 0.0, pre_norm=False).eval()
+    tgt, memory = torch.randn(6, 1, 32), torch.randn(20, 1, 32)
+    mask = torch.rand(4, 6, 20) < 0.5
+    with torch.inference_mode():
+        stepped = layer(tgt, memory, mask, torch.zeros_like(memory), torch.zeros_like(tgt))
+    assert calls == [1]
+    plain = layer(tgt, memory, mask, torch.zeros_like(memory), torch.zeros_like(tgt))
+    assert calls == [1] and plain.requires_grad and torch.equal(stepped, plain.detach())
