@@ -416,7 +416,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
                 layer = self.output[idx]
                 y = layer._conv_forward(x, layer.weight, layer.bias)  # the conv itself (an int8 model swaps it)
                 del x  # the sum is not read again: one full-resolution map fewer at the norm
-                y = _norm_relu_inplace(layer, y)
+                y = _norm_relu_inplace(layer, y)  # rebound, so the conv's output goes once normalised
                 outs.append(y)
         return self.mask_features(outs[-1]), outs[: self.num_levels]
 

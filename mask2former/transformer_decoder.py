@@ -92,7 +92,7 @@ def stepped_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tens
     step = max(1, step_bytes // max(tq * length * qh.element_size(), 1))
     for s in range(0, b * heads, step):
         e = min(s + step, b * heads)
-        scores = torch.zeros(blocked[s:e].shape, dtype=qh.dtype, device=qh.device).masked_fill_(blocked[s:e], float("-inf"))
+        scores = qh.new_zeros(blocked[s:e].shape).masked_fill_(blocked[s:e], float("-inf"))
         scores.baddbmm_(qh[s:e], kh[s:e].transpose(-2, -1))  # in place: baddbmm copies the mask first anyway
         torch.bmm(F.softmax(scores, dim=-1), vh[s:e], out=out[s:e])
         del scores
