@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import Mask2FormerConfig
-from . import layers
+from . import heap, layers
 from .layers import NormConv2d
 from .position_encoding import sine_position_encoding
 
@@ -312,13 +312,17 @@ class DeformableTransformer(nn.Module):
             [DeformableEncoderLayer(dim, ffn_dim, num_levels, num_heads, num_points, dropout) for _ in range(num_layers)]
         )
 
-    def forward(self, srcs: list[Tensor], pos: list[Tensor]) -> Tensor:
-        """srcs, pos: per level (N, C, H_l, W_l). Returns (N, S, C), levels concatenated."""
+    def forward(self, srcs: list[Tensor], pos: list[Tensor], release: bool = False) -> Tensor:
+        """srcs, pos: per level (N, C, H_l, W_l). Returns (N, S, C), levels concatenated.
+        ``release``: the caller gives both lists up; they are emptied once copied."""
         shapes = [tuple(s.shape[-2:]) for s in srcs]
         src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         pos_flat = torch.cat(
             [p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, p in enumerate(pos)], 1
         )
+        if release:  # two maps per level fewer during the encoder (Swin-L 1024x2048: 88 MB)
+            srcs.clear()
+            pos.clear()
         reference = reference_points(shapes, src.device, position_dtype(src.dtype))
         reference = reference.expand(src.shape[0], -1, len(shapes), -1)
         if layers.autocast_inference(src):  # the embeddings once in src's dtype, not a mixed add per layer
@@ -390,9 +394,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         del coarse
         pos = [sine_position_encoding(x.shape[0], x.shape[2], x.shape[3], x.shape[1] // 2, x.device, x.dtype)
                for x in srcs]
-        memory = self.transformer(srcs, pos)
         sizes = [s.shape[-2:] for s in srcs]
-        del srcs, pos  # not read again: fewer maps alive in the FPN below (the network's memory peak)
+        memory = self.transformer(srcs, pos, release=True)  # not read again: fewer maps alive
+        del srcs, pos
+        heap.release_free_pages(memory)  # the encoder's temporaries (see heap)
         n = memory.shape[0]
         outs, start = [], 0
         for h, w in sizes:

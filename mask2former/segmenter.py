@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import heap
 from . import outputs as out_files
 from . import precision as precision_mod
 from . import tta as tta_mod
@@ -336,6 +337,7 @@ class Segmenter:
         x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h)).to(self.device)
         outputs = _prediction_only(self.model(pixel_values=x, pixel_mask=pixel_mask.to(self.device)))
         del x, pixel_mask  # post-processing's full-size maps come next: nothing else stays alive
+        heap.release_free_pages(outputs["masks_queries_logits"])
         sizes = [rgb.shape[:2] for rgb in images]
         p = self.processor
         if self.task == "semantic":

@@ -30,10 +30,10 @@ def head_masks(mask_logits: Tensor, size: tuple[int, int], heads: int, per_head:
     small = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
     # Compared before the per-head copies: the same booleans, an eighth of the float temporaries.
     blocked = (small.sigmoid() < 0.5).flatten(2).unsqueeze(1).detach()  # (B, 1, Q, h*w)
-    if per_head:
-        blocked = blocked.repeat(1, heads, 1, 1).flatten(0, 1)
-    blocked[torch.where(blocked.sum(-1) == blocked.shape[-1])] = False
-    return blocked
+    # Rows that block everything, found once for all heads (the heads are copies) and with
+    # all(): the original's sum over the booleans makes an int64 copy, 8x the mask.
+    blocked = blocked & ~blocked.all(-1, keepdim=True)  # not masked_fill: ONNX Runtime has no bool Where
+    return blocked.repeat(1, heads, 1, 1).flatten(0, 1) if per_head else blocked
 
 
 def in_projection(attn: nn.MultiheadAttention, x: Tensor, i: int) -> Tensor:
@@ -71,7 +71,8 @@ def stepped_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tens
     """``attn(q, k, v, attn_mask=blocked)[0]`` in inference, bit for bit on the CPU, a few heads
     at a time: the float mask, scores and probabilities of all heads, (B*heads, Q, L) each,
     are the decoder's largest temporaries (3 x 105 MB per stride-8 layer at 1024x2048); here
-    the scores are made in the mask's buffer, and a step holds two such tensors of a few heads.
+    the scores and then the probabilities are made in the mask's buffer, so a step holds
+    one such tensor of a few heads.
 
     The operations are nn.MultiheadAttention's own (its explicit path, which transformers and
     the original take); on the CPU its batched products already run one head at a time, so
@@ -94,7 +95,8 @@ def stepped_attention(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tens
         e = min(s + step, b * heads)
         scores = qh.new_zeros(blocked[s:e].shape).masked_fill_(blocked[s:e], float("-inf"))
         scores.baddbmm_(qh[s:e], kh[s:e].transpose(-2, -1))  # in place: baddbmm copies the mask first anyway
-        torch.bmm(F.softmax(scores, dim=-1), vh[s:e], out=out[s:e])
+        # The softmax in place too: the same kernel, element by element (F.softmax's bits).
+        torch.bmm(torch._softmax(scores, -1, False, out=scores), vh[s:e], out=out[s:e])
         del scores
     return attn.out_proj(out.transpose(0, 1).reshape(tq * b, c)).view(tq, b, c)
 

@@ -161,3 +161,28 @@ def test_cross_attention_takes_steps_only_in_inference(monkeypatch):
     assert calls == [1]
     plain = layer(tgt, memory, mask, torch.zeros_like(memory), torch.zeros_like(tgt))
     assert calls == [1] and plain.requires_grad and torch.equal(stepped, plain.detach())
+
+
+def test_heap_pages_are_released_only_in_cpu_inference(monkeypatch):
+    """malloc_trim runs in CPU inference and not under autograd or when turned off."""
+    from mask2former import heap
+
+    calls = []
+    monkeypatch.setattr(heap, "_resolved", True)
+    monkeypatch.setattr(heap, "_trim", lambda pad: calls.append(pad) or 1)
+    x = torch.zeros(3)
+    with torch.no_grad():
+        heap.release_free_pages(x)
+    assert calls == [0]
+    heap.release_free_pages(x)  # autograd on: nothing
+    monkeypatch.setenv("MASK2FORMER_HEAP_TRIM", "0")
+    with torch.no_grad():
+        heap.release_free_pages(x)
+    assert calls == [0]
+
+
+def test_heap_trim_resolves_on_this_libc():
+    from mask2former import heap
+
+    trim = heap._malloc_trim()
+    assert trim is None or trim(0) in (0, 1)
