@@ -17,27 +17,23 @@ and where there is no ``malloc_trim`` (musl, macOS, Windows) it does nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-_trim: Optional[Callable[[int], int]] = None
-_resolved = False
 
-
+@functools.lru_cache(maxsize=None)
 def _malloc_trim() -> Optional[Callable[[int], int]]:
-    global _trim, _resolved
-    if not _resolved:
-        _resolved = True
-        try:
-            fn = ctypes.CDLL(None).malloc_trim  # the process's own C library
-            fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-            _trim = fn
-        except (OSError, AttributeError):
-            _trim = None
-    return _trim
+    """glibc's ``malloc_trim``, looked up once; None where the C library has none."""
+    try:
+        fn = ctypes.CDLL(None).malloc_trim  # the process's own C library
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no CDLL(None)
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
 
 
 def enabled() -> bool:
