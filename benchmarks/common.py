@@ -47,26 +47,46 @@ def checkpoint(arch: str, num_labels: int = 19) -> str:
 
 def machine() -> dict[str, Any]:
     """What a figure was measured on: CPU model, AMX or not, cores (and the GPU, if any)."""
-    model, flags = "unknown CPU", set()
+    model, flags, ids = "unknown CPU", set(), {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name") and model == "unknown CPU":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key == "model name" and model == "unknown CPU":
+                    model = value
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+                elif key in ("cpu family", "model") and key not in ids and value.isdigit():
+                    ids[key] = int(value)
     except OSError:
         pass
     info: dict[str, Any] = {"cpu": model, "amx": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
                             "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    if ids:  # virtual machines often name the CPU only "AMD EPYC": the family tells Zen 4 from Zen 5
+        info["family"], info["model"] = ids.get("cpu family"), ids.get("model")
     return info
+
+
+def generation(info: dict[str, Any]) -> str | None:
+    """The core generation by CPUID family/model, where we know it (they differ in AVX-512 width)."""
+    family, model = info.get("family"), info.get("model")
+    if info.get("generation"):  # rows from before the family was recorded carry it from their run's notes
+        return info["generation"]
+    if "AMD" in info.get("cpu", "") and family == 25:
+        return "Zen 4" if model is not None and model >= 0x10 else "Zen 3"
+    if "AMD" in info.get("cpu", "") and family == 26:
+        return "Zen 5"
+    intel = {143: "Sapphire Rapids", 207: "Emerald Rapids", 173: "Granite Rapids"}
+    return intel.get(model) if "Intel" in info.get("cpu", "") and family == 6 else None
 
 
 def machine_text(info: dict[str, Any] | None) -> str:
     if not info:
         return "not recorded (AVX-512, no AMX, 2 cores, per the notes of that run)"
     isa = "AMX" if info.get("amx") else ("AVX512-BF16, no AMX" if info.get("avx512_bf16") else "no AMX")
-    return f"{info['cpu']}, {isa}, {info['cores']} cores"
+    gen = generation(info)
+    cpu = f"{info['cpu']} ({gen})" if gen and gen not in info["cpu"] else info["cpu"]
+    return f"{cpu}, {isa}, {info['cores']} cores"
 
 
 def rss_mb() -> float:
