@@ -97,14 +97,14 @@ def build(impl: str, folder: str, precision: str = "fp32") -> tuple[Any, Any, An
     import torch
 
     if impl == "ours":
-        from mask2former import Mask2FormerForUniversalSegmentation
         from mask2former.processor import Mask2FormerImageProcessor
         from mask2former.segmenter import Segmenter
 
-        model = Mask2FormerForUniversalSegmentation.from_pretrained(folder)
         extra = dict(precision=precision, num_threads=torch.get_num_threads())
         known = inspect.signature(Segmenter).parameters  # an older checkout (before/after runs) has fewer
-        seg = Segmenter(model, task="semantic", device="cpu", resize="config",
+        # From the folder, as `segment` and `serve` load it: the Segmenter then owns the model
+        # (int8 quantises it in place, bf16 stores its matmul weights in bf16).
+        seg = Segmenter(folder, task="semantic", device="cpu", resize="config",
                         processor=Mask2FormerImageProcessor(do_resize=False),
                         **{k: v for k, v in extra.items() if k in known})
         net = seg.model

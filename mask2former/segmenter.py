@@ -177,7 +177,8 @@ class Segmenter:
             if self.device.type == "cpu":
                 precision_mod.configure_threads(num_threads)
             # Optional faster numerics; int8 runs on a quantised copy (the caller's model is
-            # untouched), or quantises in place a model loaded here (no second float copy).
+            # untouched), or quantises in place a model loaded here (no second float copy);
+            # bf16 / fp16 store such a model's matmul and conv weights in their dtype.
             self.model, self.precision = precision_mod.prepare(self.model, precision, self.device, compile=compile,
                                                                owned=owned)
             self.info = ModelInfo.of(self.model, name)

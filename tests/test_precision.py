@@ -340,3 +340,29 @@ def test_decoder_masks_of_each_mode(model, images, mode, monkeypatch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(1, 3, 64, 64))
     assert set(dims) == {3}
+
+
+def test_bf16_stores_the_weights_autocast_casts_for_a_model_it_loaded(model, images, tmp_path, monkeypatch):
+    """Loaded from a path, the bf16 Segmenter keeps Linear / Conv / attention weights in bf16
+    (half their memory, no cast per call); the network's outputs are bit-identical to casting
+    at every call, which a model passed in still does (and keeps its float32 weights)."""
+    if precision.cpu_bf16_path() is None:
+        monkeypatch.setattr(precision, "cpu_bf16_path", lambda: "forced for the test")
+    model.save_pretrained(tmp_path)
+    passed, passed_labels = segment(model, images, precision="bf16")
+    loaded, loaded_labels = segment(str(tmp_path), images, precision="bf16")
+    inner = loaded.model.inner
+    dtypes = {name: p.dtype for name, p in inner.named_parameters()}
+    assert dtypes["backbone.layers.0.blocks.0.mlp.fc1.weight"] == torch.bfloat16
+    assert dtypes["pixel_decoder.mask_features.weight"] == torch.bfloat16
+    assert dtypes["transformer_decoder.transformer_cross_attention_layers.0.multihead_attn.in_proj_weight"] == torch.bfloat16
+    for name in ("backbone.layers.0.blocks.0.norm1.weight", "backbone.layers.0.blocks.0.attn.relative_position_bias_table",
+                 "transformer_decoder.query_feat.weight", "pixel_decoder.adapter_1.norm.weight"):
+        assert dtypes[name] == torch.float32, name
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the caller's model is untouched
+    x = torch.randn(1, 3, 192, 256)
+    with torch.inference_mode():
+        a, b = passed.model(pixel_values=x), loaded.model(pixel_values=x)
+    for name in ("class_queries_logits", "masks_queries_logits"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert agreement(passed_labels, loaded_labels) == 1.0
