@@ -151,7 +151,9 @@ def backbone_gflop(net: Any, impl: str, size: tuple[int, int], batch: int) -> fl
 
     x = torch.randn(batch, 3, *size)
     backbone = net.backbone if impl == "ours" else net.model.pixel_level_module.encoder
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    dtype = next(backbone.parameters()).dtype  # bf16 mode stores the matmul weights in bf16
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32), \
+            FlopCounterMode(display=False) as counter:
         backbone(x)
     return counter.get_total_flops() / 1e9
 
