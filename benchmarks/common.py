@@ -69,11 +69,12 @@ def machine() -> dict[str, Any]:
 
 def generation(info: dict[str, Any]) -> str | None:
     """The core generation by CPUID family/model, where we know it (they differ in AVX-512 width)."""
-    family, model = info.get("family"), info.get("model")
     if info.get("generation"):  # rows from before the family was recorded carry it from their run's notes
         return info["generation"]
-    if "AMD" in info.get("cpu", "") and family == 25:
-        return "Zen 4" if model is not None and model >= 0x10 else "Zen 3"
+    family, model = info.get("family"), info.get("model")
+    if "AMD" in info.get("cpu", "") and family == 25 and model is not None:  # family 19h: Zen 3 and Zen 4
+        zen4 = 0x10 <= model <= 0x1F or 0x60 <= model <= 0x7F or 0xA0 <= model <= 0xAF
+        return "Zen 4" if zen4 else "Zen 3"
     if "AMD" in info.get("cpu", "") and family == 26:
         return "Zen 5"
     intel = {143: "Sapphire Rapids", 207: "Emerald Rapids", 173: "Granite Rapids"}
